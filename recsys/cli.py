@@ -1,0 +1,161 @@
+"""`recsys`: a command-line client for the running stack.
+
+    recsys recommend --user 196 [--count 10] [--genre Comedy] [--diversity 0.3] [--explain]
+    recsys similar --item 50 [--count 10]
+    recsys feedback --user 196 --item 50 --type click [--value 1]
+    recsys health
+
+The gateway address comes from --address, else $RECSYS_GATEWAY_ADDRESS, else the local stack
+(127.0.0.1:50051). Output is a table for people; --json prints the response as JSON for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from recsys.common.v1 import common_pb2
+from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+FEEDBACK_TYPES = {
+    "view": gateway_pb2.FEEDBACK_TYPE_VIEW,
+    "click": gateway_pb2.FEEDBACK_TYPE_CLICK,
+    "rating": gateway_pb2.FEEDBACK_TYPE_RATING,
+    "purchase": gateway_pb2.FEEDBACK_TYPE_PURCHASE,
+}
+DEVICES = {name.removeprefix("DEVICE_TYPE_").lower(): value for name, value in common_pb2.DeviceType.items()}
+
+
+def format_recommendations(user_id: str, reply: gateway_pb2.RecommendResponse) -> str:
+    """A readable table of a Recommend answer."""
+    head = f"Recommendations for user {user_id} (bundle {reply.bundle_version}, request {reply.request_id[:8]})"
+    notes = []
+    if reply.cold_start:
+        notes.append("cold start: popular items")
+    if reply.degraded_stages:
+        stages = ", ".join(common_pb2.Stage.Name(s).removeprefix("STAGE_").lower() for s in reply.degraded_stages)
+        notes.append(f"degraded: {stages}")
+    lines = [head + (f" [{'; '.join(notes)}]" if notes else "")]
+    if not reply.items:
+        lines.append("  (no items match the request)")
+    lines.append(f"  {'#':>2}  {'item':>6}  {'score':>6}  {'rank':>5}  {'title':<44} genres")
+    for i, item in enumerate(reply.items, 1):
+        title = f"{item.info.title} ({item.info.year})" if item.info.year else item.info.title
+        lines.append(
+            f"  {i:>2}  {item.item_id:>6}  {item.score:6.3f}  {item.stage_scores.ranking:5.3f}  "
+            f"{title[:44]:<44} {', '.join(item.info.genres)}"
+        )
+        if item.reason:
+            lines.append(f"{'':>28}↳ {item.reason}")
+    return "\n".join(lines)
+
+
+def format_similar(item_id: str, reply: gateway_pb2.SimilarItemsResponse) -> str:
+    lines = [f"Items similar to {item_id} (bundle {reply.bundle_version})"]
+    for i, item in enumerate(reply.items, 1):
+        title = f"{item.info.title} ({item.info.year})" if item.info.year else item.info.title
+        lines.append(f"  {i:>2}  {item.item_id:>6}  {item.score:6.3f}  {title[:44]:<44} {', '.join(item.info.genres)}")
+    return "\n".join(lines)
+
+
+def _print(message: Any, as_json: bool, text: str) -> None:
+    if as_json:
+        print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
+    else:
+        print(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--address", default=os.environ.get("RECSYS_GATEWAY_ADDRESS", DEFAULT_ADDRESS))
+    parser.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds")
+    parser.add_argument("--json", action="store_true", help="print the response as JSON")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rec = sub.add_parser("recommend", help="recommendations for a user")
+    rec.add_argument("--user", required=True)
+    rec.add_argument("--count", type=int, default=10)
+    rec.add_argument("--genre", action="append", default=[], help="only items of this genre (repeatable)")
+    rec.add_argument("--exclude-genre", action="append", default=[])
+    rec.add_argument("--exclude-item", action="append", default=[])
+    rec.add_argument("--diversity", type=float)
+    rec.add_argument("--device", choices=sorted(DEVICES), default="unspecified")
+    rec.add_argument("--surface", default="cli")
+    rec.add_argument("--no-explain", action="store_true", help="do not ask for reasons")
+
+    sim = sub.add_parser("similar", help="items similar to an item")
+    sim.add_argument("--item", required=True)
+    sim.add_argument("--count", type=int, default=10)
+
+    fb = sub.add_parser("feedback", help="record one interaction")
+    fb.add_argument("--user", required=True)
+    fb.add_argument("--item", required=True)
+    fb.add_argument("--type", choices=sorted(FEEDBACK_TYPES), default="click")
+    fb.add_argument("--value", type=float, default=1.0)
+    fb.add_argument("--event-id", default=None, help="idempotency key (a new one by default)")
+
+    sub.add_parser("health", help="health of the gateway")
+
+    args = parser.parse_args(argv)
+    with grpc.insecure_channel(args.address) as channel:
+        try:
+            return _run(args, channel)
+        except grpc.RpcError as exc:
+            code = exc.code()  # type: ignore[attr-defined]
+            print(f"error: {code.name}: {exc.details()} (gateway {args.address})", file=sys.stderr)  # type: ignore[attr-defined]
+            return 1
+
+
+def _run(args: argparse.Namespace, channel: grpc.Channel) -> int:
+    stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+    if args.command == "recommend":
+        request = gateway_pb2.RecommendRequest(
+            user_id=args.user,
+            count=args.count,
+            context=common_pb2.RequestContext(device=DEVICES[args.device], surface=args.surface),
+            filter=common_pb2.ItemFilter(include_genres=args.genre, exclude_genres=args.exclude_genre),
+            exclude_item_ids=args.exclude_item,
+            explain=not args.no_explain,
+        )
+        if args.diversity is not None:
+            request.diversity = args.diversity
+        reply = stub.Recommend(request, timeout=args.timeout)
+        _print(reply, args.json, format_recommendations(args.user, reply))
+    elif args.command == "similar":
+        reply = stub.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id=args.item, count=args.count), timeout=args.timeout)
+        _print(reply, args.json, format_similar(args.item, reply))
+    elif args.command == "feedback":
+        event = gateway_pb2.FeedbackEvent(
+            event_id=args.event_id or uuid.uuid4().hex,
+            user_id=args.user,
+            item_id=args.item,
+            type=FEEDBACK_TYPES[args.type],
+            value=args.value,
+        )
+        event.timestamp.FromNanoseconds(time.time_ns())
+        reply = stub.RecordFeedback(gateway_pb2.RecordFeedbackRequest(events=[event]), timeout=args.timeout)
+        text = f"accepted {reply.accepted} event(s), {reply.duplicates} already recorded"
+        text += "".join(f"\n  rejected #{r.index} {r.event_id}: {r.reason}" for r in reply.rejected)
+        _print(reply, args.json, text)
+        if reply.rejected:
+            return 1
+    elif args.command == "health":
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
+        _print(reply, args.json, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+        return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

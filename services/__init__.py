@@ -1,0 +1,1 @@
+"""The recsys gRPC services: candidate, ranking, rerank and the public gateway."""

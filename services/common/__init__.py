@@ -1,0 +1,1 @@
+"""Code every service shares: settings, lifecycle, errors, telemetry, bundle and catalogue loading."""

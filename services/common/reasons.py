@@ -1,0 +1,15 @@
+"""Reasons shown for a recommendation when nothing more specific applies: one per candidate source."""
+
+from __future__ import annotations
+
+from recsys.common.v1 import common_pb2
+
+_BY_SOURCE = {
+    common_pb2.CANDIDATE_SOURCE_POPULAR: "Popular with viewers right now",
+    common_pb2.CANDIDATE_SOURCE_ITEM_NEIGHBOURS: "Similar to what you just watched",
+    common_pb2.CANDIDATE_SOURCE_EMBEDDING: "Matches your taste profile",
+}
+
+
+def source_reason(source: int) -> str:
+    return _BY_SOURCE.get(source, "Recommended for you")

@@ -1,0 +1,1 @@
+"""The public gateway: orchestrates the stages, degrades gracefully, records feedback."""

@@ -1,0 +1,293 @@
+"""Recommend: features -> candidates -> ranking -> rerank, each stage with a deadline.
+
+Degradation is decided here and reported in the response: features unreachable -> default (cold)
+features; candidate stage down -> the bundle's popular list with the same filters and exclusions; ranking
+down -> retrieval order; rerank down -> ranking order. Bad requests fail fast with INVALID_ARGUMENT before any
+stage is called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from recsys.candidate.v1 import candidate_pb2, candidate_pb2_grpc
+from recsys.common.v1 import common_pb2
+from recsys.gateway.v1 import gateway_pb2
+from recsys.ranking.v1 import ranking_pb2, ranking_pb2_grpc
+from recsys.rerank.v1 import rerank_pb2, rerank_pb2_grpc
+from services.common.catalogue import Catalogue
+from services.common.errors import NotFound, Unavailable
+from services.common.reasons import source_reason
+from services.common.retrieval_data import Exclusions, FallbackData, allowed_mask, check_genres, resolve_rows
+from services.common.validation import check_count, check_fraction, check_id, check_ids
+from services.gateway.settings import GatewaySettings
+from services.gateway.user_features import UserFeatureReader
+
+log = logging.getLogger(__name__)
+
+MAX_EXCLUDED = 1000
+
+
+@dataclass(frozen=True)
+class Stages:
+    candidate: candidate_pb2_grpc.CandidateServiceStub
+    ranking: ranking_pb2_grpc.RankingServiceStub
+    rerank: rerank_pb2_grpc.RerankServiceStub
+
+
+@dataclass
+class _Candidates:
+    item_ids: list[str]
+    retrieval: np.ndarray
+    sources: list[int]
+    cold_start: bool
+
+
+class RecommendPipeline:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        stages: Stages,
+        features: UserFeatureReader,
+        fallback: FallbackData,
+        catalogue: Catalogue,
+        bundle_version: str,
+    ) -> None:
+        self.settings = settings
+        self.stages = stages
+        self.features = features
+        self.fallback = fallback
+        self.catalogue = catalogue
+        self.bundle_version = bundle_version
+
+    # -- Recommend -------------------------------------------------------------------------------------
+
+    async def recommend(self, request: gateway_pb2.RecommendRequest) -> gateway_pb2.RecommendResponse:
+        s = self.settings
+        user_id = check_id("user_id", request.user_id)
+        count = check_count("count", request.count, s.max_count)
+        exclude_ids = check_ids("exclude_item_ids", request.exclude_item_ids, MAX_EXCLUDED)
+        diversity = (
+            check_fraction("diversity", request.diversity)
+            if request.HasField("diversity")
+            else s.default_diversity
+        )
+        check_genres(self.catalogue, [*request.filter.include_genres, *request.filter.exclude_genres])
+        context = common_pb2.RequestContext()
+        context.CopyFrom(request.context)
+        if not context.HasField("request_time"):
+            context.request_time.GetCurrentTime()
+        degraded: list[int] = []
+
+        try:
+            user, _ = await asyncio.to_thread(self.features.read, user_id)
+        except Unavailable as exc:
+            log.warning("features degraded: %s", exc.message)
+            user = common_pb2.UserFeatures(user_id=user_id)
+            degraded.append(common_pb2.STAGE_FEATURES)
+
+        cands = await self._candidates(request, user, context, exclude_ids, degraded)
+        if not cands.item_ids:
+            return self._response([], degraded, cands.cold_start)
+        ids = np.asarray(cands.item_ids)
+
+        ranking = await self._rank(user, context, cands.item_ids, degraded)
+        if ranking is None:
+            order = np.arange(min(len(ids), s.ranked_count))
+            relevance = cands.retrieval
+            ranking = np.zeros(len(ids), dtype=np.float32)
+        else:
+            order = np.argsort(-ranking, kind="stable")[: s.ranked_count]
+            relevance = ranking
+
+        picks, final, reasons = await self._rerank(
+            user,
+            ids[order],
+            relevance[order],
+            [cands.sources[i] for i in order],
+            count,
+            diversity,
+            request.explain,
+            degraded,
+        )
+        chosen = order[picks]
+        items = []
+        for rank, pos in enumerate(chosen.tolist()):
+            item_id = cands.item_ids[pos]
+            row = self.fallback.item_pos.get(item_id)
+            items.append(
+                gateway_pb2.RecommendedItem(
+                    item_id=item_id,
+                    score=float(final[rank]),
+                    stage_scores=gateway_pb2.StageScores(
+                        retrieval=float(cands.retrieval[pos]),
+                        ranking=float(ranking[pos]),
+                        rerank=float(final[rank]),
+                    ),
+                    source=cands.sources[pos],
+                    reason=reasons[rank] if request.explain else "",
+                    info=self._info(row),
+                )
+            )
+        return self._response(items, degraded, cands.cold_start)
+
+    def _response(
+        self, items: list[gateway_pb2.RecommendedItem], degraded: list[int], cold: bool
+    ) -> gateway_pb2.RecommendResponse:
+        return gateway_pb2.RecommendResponse(
+            items=items,
+            bundle_version=self.bundle_version,
+            request_id=uuid.uuid4().hex,
+            degraded_stages=degraded,
+            cold_start=cold,
+        )
+
+    def _info(self, row: int | None) -> common_pb2.ItemInfo:
+        if row is None:
+            return common_pb2.ItemInfo()
+        c = self.catalogue
+        return common_pb2.ItemInfo(title=c.titles[row], genres=c.genres[row], year=int(c.years[row]))
+
+    async def _candidates(
+        self,
+        request: gateway_pb2.RecommendRequest,
+        user: common_pb2.UserFeatures,
+        context: common_pb2.RequestContext,
+        exclude_ids: list[str],
+        degraded: list[int],
+    ) -> _Candidates:
+        s = self.settings
+        try:
+            reply = await self.stages.candidate.Retrieve(
+                candidate_pb2.RetrieveRequest(
+                    user_id=user.user_id,
+                    recent_item_ids=user.recent_item_ids,
+                    context=context,
+                    filter=request.filter,
+                    exclude_item_ids=exclude_ids,
+                    count=s.candidate_count,
+                ),
+                timeout=s.candidate_timeout_ms / 1000,
+            )
+            return _Candidates(
+                list(reply.item_ids),
+                np.asarray(reply.scores, dtype=np.float32),
+                list(reply.sources),
+                reply.cold_start,
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("candidate stage degraded: %s %s", exc.code().name, exc.details())
+            degraded.append(common_pb2.STAGE_CANDIDATE)
+        fb = self.fallback
+        excluded = np.concatenate(
+            [
+                fb.seen.rows(user.user_id),
+                resolve_rows(fb.item_pos, user.recent_item_ids),
+                resolve_rows(fb.item_pos, exclude_ids),
+            ]
+        )
+        allowed = allowed_mask(
+            self.catalogue, Exclusions(request.filter.include_genres, request.filter.exclude_genres, excluded)
+        )
+        rows, scores = fb.popular.top(allowed, s.candidate_count)
+        return _Candidates(
+            fb.item_ids[rows].tolist(),
+            scores,
+            [common_pb2.CANDIDATE_SOURCE_POPULAR] * len(rows),
+            cold_start=False,
+        )
+
+    async def _rank(
+        self,
+        user: common_pb2.UserFeatures,
+        context: common_pb2.RequestContext,
+        item_ids: list[str],
+        degraded: list[int],
+    ) -> np.ndarray | None:
+        try:
+            reply = await self.stages.ranking.Rank(
+                ranking_pb2.RankRequest(user=user, context=context, item_ids=item_ids),
+                timeout=self.settings.ranking_timeout_ms / 1000,
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("ranking stage degraded: %s %s", exc.code().name, exc.details())
+            degraded.append(common_pb2.STAGE_RANKING)
+            return None
+        scores = np.asarray(reply.scores, dtype=np.float32)
+        if len(scores) != len(item_ids):
+            log.error("ranking returned %d scores for %d items", len(scores), len(item_ids))
+            degraded.append(common_pb2.STAGE_RANKING)
+            return None
+        return scores
+
+    async def _rerank(
+        self,
+        user: common_pb2.UserFeatures,
+        item_ids: np.ndarray,
+        relevance: np.ndarray,
+        sources: list[int],
+        count: int,
+        diversity: float,
+        explain: bool,
+        degraded: list[int],
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        count = min(count, len(item_ids))
+        try:
+            reply = await self.stages.rerank.Rerank(
+                rerank_pb2.RerankRequest(
+                    user_id=user.user_id,
+                    item_ids=item_ids.tolist(),
+                    scores=relevance.tolist(),
+                    count=count,
+                    diversity=diversity,
+                    explain=explain,
+                    history_item_ids=user.recent_item_ids,
+                    sources=sources,
+                ),
+                timeout=self.settings.rerank_timeout_ms / 1000,
+            )
+            picks = np.asarray(reply.indices, dtype=np.int64)
+            if len(picks) == count and (picks >= 0).all() and (picks < len(item_ids)).all():
+                return picks, np.asarray(reply.scores, dtype=np.float32), list(reply.reasons) or [""] * count
+            log.error("rerank returned %d valid positions for count %d", len(picks), count)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("rerank stage degraded: %s %s", exc.code().name, exc.details())
+        degraded.append(common_pb2.STAGE_RERANK)
+        picks = np.arange(count)
+        return picks, relevance[:count].astype(np.float32), [source_reason(sources[i]) for i in picks]
+
+    # -- SimilarItems ----------------------------------------------------------------------------------
+
+    async def similar_items(
+        self, request: gateway_pb2.SimilarItemsRequest
+    ) -> gateway_pb2.SimilarItemsResponse:
+        item_id = check_id("item_id", request.item_id)
+        count = check_count("count", request.count, self.settings.max_count)
+        if item_id not in self.fallback.item_pos:
+            raise NotFound(f"item {item_id!r} is not in the catalogue")
+        try:
+            reply = await self.stages.candidate.SimilarItems(
+                candidate_pb2.SimilarItemsRequest(item_id=item_id, count=count),
+                timeout=self.settings.candidate_timeout_ms / 1000,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(exc.details() or f"item {item_id!r} is not in the catalogue") from exc
+            raise Unavailable(
+                f"similar items are unavailable: the candidate stage answered {exc.code().name}"
+            ) from exc
+        return gateway_pb2.SimilarItemsResponse(
+            items=[
+                gateway_pb2.SimilarItem(
+                    item_id=i, score=score, info=self._info(self.fallback.item_pos.get(i))
+                )
+                for i, score in zip(reply.item_ids, reply.scores, strict=True)
+            ],
+            bundle_version=reply.bundle_version,
+        )

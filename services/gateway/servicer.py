@@ -1,0 +1,108 @@
+"""gRPC servicer of the public gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from recsys.candidate.v1 import candidate_pb2, candidate_pb2_grpc
+from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from recsys.ranking.v1 import ranking_pb2, ranking_pb2_grpc
+from recsys.rerank.v1 import rerank_pb2, rerank_pb2_grpc
+from services.common.bundle import load_current
+from services.common.catalogue import Catalogue
+from services.common.channels import open_channel
+from services.common.errors import InvalidArgument, Unavailable
+from services.common.retrieval_data import load_fallback_data
+from services.common.settings import CommonSettings
+from services.gateway.eventlog import EventLog, SqliteEventLog
+from services.gateway.feedback import check_events
+from services.gateway.pipeline import RecommendPipeline, Stages
+from services.gateway.settings import GatewaySettings
+from services.gateway.user_features import UserFeatureReader
+
+log = logging.getLogger(__name__)
+
+
+def _full_name(module: object, service: str) -> str:
+    return module.DESCRIPTOR.services_by_name[service].full_name  # type: ignore[attr-defined]
+
+
+class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
+    service_names = (_full_name(gateway_pb2, "GatewayService"),)
+
+    def __init__(
+        self, settings: GatewaySettings, common: CommonSettings, event_log: EventLog | None = None
+    ) -> None:
+        self.settings = settings
+        self.common = common
+        self.pipeline: RecommendPipeline | None = None
+        self.event_log = event_log
+        self.channels: list[grpc.aio.Channel] = []
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(self, server)
+
+    async def load(self) -> None:
+        s = self.settings
+        candidate = open_channel(s.candidate_address, [_full_name(candidate_pb2, "CandidateService")])
+        ranking = open_channel(s.ranking_address, [_full_name(ranking_pb2, "RankingService")])
+        rerank = open_channel(s.rerank_address, [_full_name(rerank_pb2, "RerankService")])
+        self.channels = [candidate, ranking, rerank]
+        stages = Stages(
+            candidate=candidate_pb2_grpc.CandidateServiceStub(candidate),
+            ranking=ranking_pb2_grpc.RankingServiceStub(ranking),
+            rerank=rerank_pb2_grpc.RerankServiceStub(rerank),
+        )
+        self.pipeline = await asyncio.to_thread(self._load_pipeline, stages)
+        if self.event_log is None:
+            self.event_log = await asyncio.to_thread(SqliteEventLog, s.event_log_path)
+        log.info("gateway loaded bundle %s", self.pipeline.bundle_version)
+
+    def _load_pipeline(self, stages: Stages) -> RecommendPipeline:
+        bundle = load_current(self.common.bundle_dir)
+        fallback = load_fallback_data(bundle)
+        catalogue = Catalogue.load(self.common.feature_repo, fallback.item_ids.tolist())
+        features = UserFeatureReader(self.common.feature_repo, self.settings.user_feature_service)
+        return RecommendPipeline(self.settings, stages, features, fallback, catalogue, bundle.version)
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+        if self.event_log is not None:
+            self.event_log.close()
+
+    def _ready(self) -> RecommendPipeline:
+        if self.pipeline is None:
+            raise Unavailable("the gateway is still loading")
+        return self.pipeline
+
+    async def Recommend(
+        self, request: gateway_pb2.RecommendRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RecommendResponse:
+        return await self._ready().recommend(request)
+
+    async def SimilarItems(
+        self, request: gateway_pb2.SimilarItemsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.SimilarItemsResponse:
+        return await self._ready().similar_items(request)
+
+    async def RecordFeedback(
+        self, request: gateway_pb2.RecordFeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RecordFeedbackResponse:
+        if self.event_log is None:
+            raise Unavailable("the gateway is still loading")
+        n = len(request.events)
+        if n == 0:
+            raise InvalidArgument("events is empty; send 1 or more events")
+        if n > self.settings.max_feedback_batch:
+            raise InvalidArgument(
+                f"{n} events in one batch; at most {self.settings.max_feedback_batch} are allowed"
+            )
+        checked = check_events(request, self.settings.max_future_skew_s)
+        new = await asyncio.to_thread(self.event_log.append, checked.events) if checked.events else 0
+        return gateway_pb2.RecordFeedbackResponse(
+            accepted=len(checked.events), duplicates=len(checked.events) - new, rejected=checked.rejected
+        )

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import DEFAULT_VAR, ServerSettings
+
+
+class GatewaySettings(ServerSettings):
+    """Settings of the gateway (env prefix RECSYS_GATEWAY_)."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_GATEWAY_", extra="ignore")
+
+    port: int = Field(50051, ge=0, le=65535)
+    candidate_address: str = Field("127.0.0.1:50052", description="host:port of the candidate service.")
+    ranking_address: str = Field("127.0.0.1:50053", description="host:port of the ranking service.")
+    rerank_address: str = Field("127.0.0.1:50054", description="host:port of the rerank service.")
+    candidate_timeout_ms: int = Field(300, ge=1, description="Deadline of a Retrieve call.")
+    ranking_timeout_ms: int = Field(300, ge=1, description="Deadline of a Rank call.")
+    rerank_timeout_ms: int = Field(300, ge=1, description="Deadline of a Rerank call.")
+    candidate_count: int = Field(500, ge=1, description="Candidates retrieved per request.")
+    ranked_count: int = Field(200, ge=1, description="Top-ranked candidates passed to rerank.")
+    max_count: int = Field(100, ge=1, description="Largest `count` a client may ask for.")
+    default_diversity: float = Field(0.2, ge=0.0, le=1.0, description="Diversity when the request sets none.")
+    max_feedback_batch: int = Field(1000, ge=1, description="Most events per RecordFeedback call.")
+    max_future_skew_s: float = Field(300.0, ge=0, description="How far in the future an event time may be.")
+    event_log_path: Path = Field(
+        DEFAULT_VAR / "events.db", description="SQLite event log (embedded default)."
+    )
+    user_feature_service: str = Field("gateway_user_v1", description="Feast FeatureService read per request.")

@@ -1,0 +1,1 @@
+"""Ranking stage: scores candidates for a user with a learned model."""

@@ -1,0 +1,1 @@
+"""Rerank stage: diversity (MMR) over item embeddings and per-item explanations."""

@@ -1,0 +1,81 @@
+"""gRPC servicer of the rerank stage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+
+import grpc
+import numpy as np
+
+from recsys.rerank.v1 import rerank_pb2, rerank_pb2_grpc
+from services.common.bundle import load_current
+from services.common.errors import InvalidArgument, Unavailable
+from services.common.settings import CommonSettings
+from services.common.validation import check_count, check_fraction, check_id
+from services.rerank.reranker import Reranker
+from services.rerank.settings import RerankSettings
+
+log = logging.getLogger(__name__)
+
+MAX_HISTORY = 1000
+
+
+class RerankApp(rerank_pb2_grpc.RerankServiceServicer):
+    service_names = (rerank_pb2.DESCRIPTOR.services_by_name["RerankService"].full_name,)
+
+    def __init__(self, settings: RerankSettings, common: CommonSettings) -> None:
+        self.settings = settings
+        self.common = common
+        self.reranker: Reranker | None = None
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        rerank_pb2_grpc.add_RerankServiceServicer_to_server(self, server)
+
+    async def load(self) -> None:
+        self.reranker = await asyncio.to_thread(
+            lambda: Reranker.from_bundle(load_current(self.common.bundle_dir), self.common.feature_repo)
+        )
+        log.info("rerank stage loaded bundle %s", self.reranker.version)
+
+    async def close(self) -> None:
+        return None
+
+    async def Rerank(
+        self, request: rerank_pb2.RerankRequest, context: grpc.aio.ServicerContext
+    ) -> rerank_pb2.RerankResponse:
+        reranker = self.reranker
+        if reranker is None:
+            raise Unavailable("the rerank stage is still loading")
+        check_id("user_id", request.user_id)
+        n = len(request.item_ids)
+        check_count("number of item_ids", n, self.settings.max_candidates)
+        if len(request.scores) != n:
+            raise InvalidArgument(f"scores has {len(request.scores)} entries; item_ids has {n}")
+        if request.sources and len(request.sources) != n:
+            raise InvalidArgument(f"sources has {len(request.sources)} entries; item_ids has {n}")
+        if len(set(request.item_ids)) != n:
+            raise InvalidArgument("item_ids contains duplicates")
+        count = check_count("count", request.count, n)
+        diversity = check_fraction("diversity", request.diversity)
+        if len(request.history_item_ids) > MAX_HISTORY:
+            raise InvalidArgument(f"history_item_ids has more than {MAX_HISTORY} entries")
+        result = await asyncio.to_thread(
+            partial(
+                reranker.rerank,
+                list(request.item_ids),
+                np.asarray(request.scores, dtype=np.float32),
+                list(request.sources),
+                count,
+                diversity,
+                request.explain,
+                list(request.history_item_ids),
+            )
+        )
+        return rerank_pb2.RerankResponse(
+            indices=result.positions.tolist(),
+            scores=result.scores.tolist(),
+            reasons=result.reasons,
+            bundle_version=reranker.version,
+        )
