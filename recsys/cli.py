@@ -34,7 +34,9 @@ FEEDBACK_TYPES = {
     "rating": gateway_pb2.FEEDBACK_TYPE_RATING,
     "purchase": gateway_pb2.FEEDBACK_TYPE_PURCHASE,
 }
-DEVICES = {name.removeprefix("DEVICE_TYPE_").lower(): value for name, value in common_pb2.DeviceType.items()}
+DEVICES: dict[str, Any] = {
+    name.removeprefix("DEVICE_TYPE_").lower(): value for name, value in common_pb2.DeviceType.items()
+}
 
 
 def format_recommendations(user_id: str, reply: gateway_pb2.RecommendResponse) -> str:
@@ -77,7 +79,9 @@ def _print(message: Any, as_json: bool, text: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--address", default=os.environ.get("RECSYS_GATEWAY_ADDRESS", DEFAULT_ADDRESS))
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds")
     parser.add_argument("--json", action="store_true", help="print the response as JSON")
@@ -107,13 +111,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     sub.add_parser("health", help="health of the gateway")
 
+    bench = sub.add_parser("bench", help="benchmarks against the running stack (JSON output)")
+    bench_sub = bench.add_subparsers(dest="target", required=True)
+    rb = bench_sub.add_parser("recommend", help="sequential Recommend latency")
+    rb.add_argument("--calls", type=int, default=1000)
+    rb.add_argument("--count", type=int, default=20)
+    rb.add_argument("--users", default="1-943", help="user ids: a range like 1-943 or a comma list")
+
     args = parser.parse_args(argv)
     with grpc.insecure_channel(args.address) as channel:
         try:
             return _run(args, channel)
         except grpc.RpcError as exc:
-            code = exc.code()  # type: ignore[attr-defined]
-            print(f"error: {code.name}: {exc.details()} (gateway {args.address})", file=sys.stderr)  # type: ignore[attr-defined]
+            print(f"error: {exc.code().name}: {exc.details()} (gateway {args.address})", file=sys.stderr)
             return 1
 
 
@@ -133,7 +143,9 @@ def _run(args: argparse.Namespace, channel: grpc.Channel) -> int:
         reply = stub.Recommend(request, timeout=args.timeout)
         _print(reply, args.json, format_recommendations(args.user, reply))
     elif args.command == "similar":
-        reply = stub.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id=args.item, count=args.count), timeout=args.timeout)
+        reply = stub.SimilarItems(
+            gateway_pb2.SimilarItemsRequest(item_id=args.item, count=args.count), timeout=args.timeout
+        )
         _print(reply, args.json, format_similar(args.item, reply))
     elif args.command == "feedback":
         event = gateway_pb2.FeedbackEvent(
@@ -150,6 +162,15 @@ def _run(args: argparse.Namespace, channel: grpc.Channel) -> int:
         _print(reply, args.json, text)
         if reply.rejected:
             return 1
+    elif args.command == "bench":
+        from recsys.bench import recommend as bench_recommend
+
+        if "-" in args.users and "," not in args.users:
+            lo, hi = (int(x) for x in args.users.split("-"))
+            users = [str(u) for u in range(lo, hi + 1)]
+        else:
+            users = args.users.split(",")
+        print(json.dumps(bench_recommend.run(args.address, args.calls, args.count, users), indent=2))
     elif args.command == "health":
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
         _print(reply, args.json, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))

@@ -133,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
                 cli.main(["--address", stack.address("gateway"), "recommend", "--user", user, "--count", "8"])
         if args.exit_after_demo:
             return 0
-        print(f"\ngateway on {stack.address('gateway')}; try `recsys recommend --user 1`. Ctrl-C stops.", flush=True)
+        print(
+            f"\ngateway on {stack.address('gateway')}; try `recsys recommend --user 1`. Ctrl-C stops.",
+            flush=True,
+        )
         while all(p.poll() is None for p in stack.processes.values()):
             time.sleep(1.0)
         dead = [s for s, p in stack.processes.items() if p.poll() is not None]

@@ -45,9 +45,7 @@ def load_sources(offline_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
 
 def _git_commit() -> str:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        )
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
         return out.stdout.strip()
     except OSError:
         return ""
@@ -90,9 +88,7 @@ def train_and_publish(
     user_count = np.bincount(u_idx, minlength=n_users)
     user_mean = np.bincount(u_idx, weights=ratings, minlength=n_users) / np.maximum(user_count, 1)
     item_mean = np.bincount(i_idx, weights=ratings, minlength=n_items) / np.maximum(popularity, 1)
-    item_dense_raw = rf.item_dense(
-        popularity, item_mean, recent_popularity, items["year"].to_numpy(), global_mean
-    )
+    item_dense_raw = rf.item_dense(popularity, item_mean, recent_popularity, items["year"].to_numpy(), global_mean)
     user_dense_raw = rf.user_dense(user_count, user_mean, global_mean)
     genre_vocab = sorted({g for gs in items["genres"] for g in gs})
     contract = rf.build_contract(
@@ -130,9 +126,7 @@ def train_and_publish(
     ranker = train_ranker(batch, labels, contract.cardinalities(), ranker_config)
 
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    staged = Path(
-        tempfile.mkdtemp(dir=bundle_dir.parent if bundle_dir.parent.exists() else None, prefix=".staging-")
-    )
+    staged = Path(tempfile.mkdtemp(dir=bundle_dir.parent if bundle_dir.parent.exists() else None, prefix=".staging-"))
     np.savez(
         staged / "retrieval.npz",
         item_ids=np.asarray(item_ids),
@@ -144,7 +138,7 @@ def train_and_publish(
         popular_items=popular,
         popularity=popularity.astype(np.int64),
     )
-    np.savez(staged / "ranker.npz", **ranker.export_weights())
+    np.savez(staged / "ranker.npz", **ranker.export_weights())  # type: ignore[arg-type]  # numpy stub: **kwargs
     manifest = bundle_format.Manifest(
         version=version,
         format_version=bundle_format.FORMAT_VERSION,

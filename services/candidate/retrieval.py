@@ -50,19 +50,18 @@ class RetrievalQuery:
 class Candidates:
     item_ids: list[str]
     scores: np.ndarray  # float32
-    sources: list[int]  # CandidateSource values
+    sources: list[common_pb2.CandidateSource]
     cold_start: bool
 
 
-def _search(
-    index: faiss.Index, query: np.ndarray, k: int, allowed: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _search(index: faiss.Index, query: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Top-k rows of `index` for one query among `allowed` rows; fewer when fewer are allowed."""
     k = min(k, int(allowed.sum()))
     if k <= 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
     bitmap = np.packbits(allowed, bitorder="little")
-    params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap)))
+    params = faiss.SearchParameters()
+    params.sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))  # reads `bitmap` during search
     scores, rows = index.search(query.reshape(1, -1).astype(np.float32), k, params=params)
     keep = rows[0] >= 0
     return rows[0][keep], scores[0][keep]
@@ -109,9 +108,7 @@ class Retriever:
                 resolve_rows(self.item_pos, query.exclude_item_ids),
             ]
         )
-        allowed = allowed_mask(
-            self.catalogue, Exclusions(query.include_genres, query.exclude_genres, excluded)
-        )
+        allowed = allowed_mask(self.catalogue, Exclusions(query.include_genres, query.exclude_genres, excluded))
         user_pos = self.fallback.seen.user_pos.get(query.user_id)
         if user_pos is not None:
             rows, scores = _search(self.index, self.user_vectors[user_pos], query.count, allowed)

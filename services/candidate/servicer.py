@@ -67,9 +67,7 @@ class CandidateApp(candidate_pb2_grpc.CandidateServiceServicer):
             count=check_count("count", request.count, self.settings.max_candidates),
             include_genres=list(request.filter.include_genres),
             exclude_genres=list(request.filter.exclude_genres),
-            exclude_item_ids=check_ids(
-                "exclude_item_ids", request.exclude_item_ids, self.settings.max_candidates
-            ),
+            exclude_item_ids=check_ids("exclude_item_ids", request.exclude_item_ids, self.settings.max_candidates),
         )
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self.executor, partial(retriever.retrieve, query))
@@ -88,9 +86,7 @@ class CandidateApp(candidate_pb2_grpc.CandidateServiceServicer):
         item_id = check_id("item_id", request.item_id)
         count = check_count("count", request.count, MAX_SIMILAR)
         loop = asyncio.get_running_loop()
-        item_ids, scores = await loop.run_in_executor(
-            self.executor, partial(retriever.similar_items, item_id, count)
-        )
+        item_ids, scores = await loop.run_in_executor(self.executor, partial(retriever.similar_items, item_id, count))
         return candidate_pb2.SimilarItemsResponse(
             item_ids=item_ids, scores=scores.tolist(), bundle_version=retriever.version
         )

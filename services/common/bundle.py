@@ -39,13 +39,14 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
+        start, end = data.get("data_time_range", ("", ""))
         return cls(
             version=data["version"],
             format_version=int(data["format_version"]),
             created_at=data["created_at"],
             git_commit=data.get("git_commit", ""),
             dataset=data.get("dataset", ""),
-            data_time_range=tuple(data.get("data_time_range", ("", ""))),  # type: ignore[arg-type]
+            data_time_range=(str(start), str(end)),
             components=data["components"],
             metrics=data.get("metrics", {}),
         )
@@ -89,9 +90,7 @@ class Bundle:
     def contract(self, name: str) -> dict[str, Any]:
         return dict(self.manifest.components[name].get("contract", {}))
 
-    def load_arrays(
-        self, name: str, expected_contract: dict[str, Any] | None = None
-    ) -> dict[str, np.ndarray]:
+    def load_arrays(self, name: str, expected_contract: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
         with np.load(self.component(name, expected_contract), allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from recsys.common.v1 import common_pb2
 
-_BY_SOURCE = {
+_BY_SOURCE: dict[int, str] = {
     common_pb2.CANDIDATE_SOURCE_POPULAR: "Popular with viewers right now",
     common_pb2.CANDIDATE_SOURCE_ITEM_NEIGHBOURS: "Similar to what you just watched",
     common_pb2.CANDIDATE_SOURCE_EMBEDDING: "Matches your taste profile",

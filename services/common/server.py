@@ -51,9 +51,7 @@ class RunningServer:
     app: ServiceApp
 
     async def set_serving(self, serving: bool) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", *self.app.service_names):
             await self.health.set(name, status)
 
@@ -115,9 +113,7 @@ async def _serve_forever(name: str, app: ServiceApp, settings: ServerSettings) -
     running = await build_server(app, settings.host, settings.port)
     log.info("%s listening on %s:%d (NOT_SERVING while loading)", name, settings.host, running.port)
     load = asyncio.create_task(app.load())
-    done, _ = await asyncio.wait(
-        {load, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
-    )
+    done, _ = await asyncio.wait({load, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
     if load in done and load.exception() is None:
         await running.set_serving(True)
         log.info("%s SERVING on port %d", name, running.port)

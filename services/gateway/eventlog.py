@@ -46,15 +46,16 @@ CREATE TABLE IF NOT EXISTS events (
     ts         REAL NOT NULL,
     device     TEXT NOT NULL DEFAULT '',
     surface    TEXT NOT NULL DEFAULT '',
-    received   REAL NOT NULL DEFAULT (unixepoch('subsec'))
+    received   REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
 );
 CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts);
 """
 
 
+# Only a repeated event id is skipped; any other constraint failure fails the batch (never a silent drop).
 _INSERT = (
-    "INSERT OR IGNORE INTO events (event_id, user_id, item_id, event_type, value, ts, device, surface)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (event_id, user_id, item_id, event_type, value, ts, device, surface)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
 )
 
 
@@ -71,8 +72,7 @@ class SqliteEventLog:
 
     def append(self, events: list[Event]) -> int:
         rows = [
-            (e.event_id, e.user_id, e.item_id, e.event_type, e.value, e.timestamp, e.device, e.surface)
-            for e in events
+            (e.event_id, e.user_id, e.item_id, e.event_type, e.value, e.timestamp, e.device, e.surface) for e in events
         ]
         try:
             with self._lock:

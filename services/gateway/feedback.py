@@ -43,9 +43,7 @@ def check_events(
             seen_ids.add(event.event_id)
             events.append(event)
         except InvalidArgument as exc:
-            rejected.append(
-                gateway_pb2.RejectedEvent(index=index, event_id=raw.event_id[:64], reason=exc.message)
-            )
+            rejected.append(gateway_pb2.RejectedEvent(index=index, event_id=raw.event_id[:64], reason=exc.message))
     return Checked(events=events, rejected=rejected)
 
 
@@ -60,9 +58,7 @@ def _check(raw: gateway_pb2.FeedbackEvent, now: float, max_future_skew_s: float)
     if not math.isfinite(value):
         raise InvalidArgument("value must be a finite number")
     if raw.type == gateway_pb2.FEEDBACK_TYPE_RATING and not RATING_RANGE[0] <= value <= RATING_RANGE[1]:
-        raise InvalidArgument(
-            f"a rating must be between {RATING_RANGE[0]:g} and {RATING_RANGE[1]:g} (got {value:g})"
-        )
+        raise InvalidArgument(f"a rating must be between {RATING_RANGE[0]:g} and {RATING_RANGE[1]:g} (got {value:g})")
     ts = raw.timestamp.seconds + raw.timestamp.nanos / 1e9 if raw.HasField("timestamp") else now
     if ts > now + max_future_skew_s:
         raise InvalidArgument(f"timestamp is {ts - now:.0f}s in the future")

@@ -45,7 +45,7 @@ class Stages:
 class _Candidates:
     item_ids: list[str]
     retrieval: np.ndarray
-    sources: list[int]
+    sources: list[common_pb2.CandidateSource]
     cold_start: bool
 
 
@@ -74,16 +74,14 @@ class RecommendPipeline:
         count = check_count("count", request.count, s.max_count)
         exclude_ids = check_ids("exclude_item_ids", request.exclude_item_ids, MAX_EXCLUDED)
         diversity = (
-            check_fraction("diversity", request.diversity)
-            if request.HasField("diversity")
-            else s.default_diversity
+            check_fraction("diversity", request.diversity) if request.HasField("diversity") else s.default_diversity
         )
         check_genres(self.catalogue, [*request.filter.include_genres, *request.filter.exclude_genres])
         context = common_pb2.RequestContext()
         context.CopyFrom(request.context)
         if not context.HasField("request_time"):
             context.request_time.GetCurrentTime()
-        degraded: list[int] = []
+        degraded: list[common_pb2.Stage] = []
 
         try:
             user, _ = await asyncio.to_thread(self.features.read, user_id)
@@ -138,7 +136,7 @@ class RecommendPipeline:
         return self._response(items, degraded, cands.cold_start)
 
     def _response(
-        self, items: list[gateway_pb2.RecommendedItem], degraded: list[int], cold: bool
+        self, items: list[gateway_pb2.RecommendedItem], degraded: list[common_pb2.Stage], cold: bool
     ) -> gateway_pb2.RecommendResponse:
         return gateway_pb2.RecommendResponse(
             items=items,
@@ -160,7 +158,7 @@ class RecommendPipeline:
         user: common_pb2.UserFeatures,
         context: common_pb2.RequestContext,
         exclude_ids: list[str],
-        degraded: list[int],
+        degraded: list[common_pb2.Stage],
     ) -> _Candidates:
         s = self.settings
         try:
@@ -208,7 +206,7 @@ class RecommendPipeline:
         user: common_pb2.UserFeatures,
         context: common_pb2.RequestContext,
         item_ids: list[str],
-        degraded: list[int],
+        degraded: list[common_pb2.Stage],
     ) -> np.ndarray | None:
         try:
             reply = await self.stages.ranking.Rank(
@@ -231,11 +229,11 @@ class RecommendPipeline:
         user: common_pb2.UserFeatures,
         item_ids: np.ndarray,
         relevance: np.ndarray,
-        sources: list[int],
+        sources: list[common_pb2.CandidateSource],
         count: int,
         diversity: float,
         explain: bool,
-        degraded: list[int],
+        degraded: list[common_pb2.Stage],
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         count = min(count, len(item_ids))
         try:
@@ -264,9 +262,7 @@ class RecommendPipeline:
 
     # -- SimilarItems ----------------------------------------------------------------------------------
 
-    async def similar_items(
-        self, request: gateway_pb2.SimilarItemsRequest
-    ) -> gateway_pb2.SimilarItemsResponse:
+    async def similar_items(self, request: gateway_pb2.SimilarItemsRequest) -> gateway_pb2.SimilarItemsResponse:
         item_id = check_id("item_id", request.item_id)
         count = check_count("count", request.count, self.settings.max_count)
         if item_id not in self.fallback.item_pos:
@@ -279,14 +275,10 @@ class RecommendPipeline:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound(exc.details() or f"item {item_id!r} is not in the catalogue") from exc
-            raise Unavailable(
-                f"similar items are unavailable: the candidate stage answered {exc.code().name}"
-            ) from exc
+            raise Unavailable(f"similar items are unavailable: the candidate stage answered {exc.code().name}") from exc
         return gateway_pb2.SimilarItemsResponse(
             items=[
-                gateway_pb2.SimilarItem(
-                    item_id=i, score=score, info=self._info(self.fallback.item_pos.get(i))
-                )
+                gateway_pb2.SimilarItem(item_id=i, score=score, info=self._info(self.fallback.item_pos.get(i)))
                 for i, score in zip(reply.item_ids, reply.scores, strict=True)
             ],
             bundle_version=reply.bundle_version,

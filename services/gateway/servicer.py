@@ -33,9 +33,7 @@ def _full_name(module: object, service: str) -> str:
 class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
     service_names = (_full_name(gateway_pb2, "GatewayService"),)
 
-    def __init__(
-        self, settings: GatewaySettings, common: CommonSettings, event_log: EventLog | None = None
-    ) -> None:
+    def __init__(self, settings: GatewaySettings, common: CommonSettings, event_log: EventLog | None = None) -> None:
         self.settings = settings
         self.common = common
         self.pipeline: RecommendPipeline | None = None
@@ -98,9 +96,7 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
         if n == 0:
             raise InvalidArgument("events is empty; send 1 or more events")
         if n > self.settings.max_feedback_batch:
-            raise InvalidArgument(
-                f"{n} events in one batch; at most {self.settings.max_feedback_batch} are allowed"
-            )
+            raise InvalidArgument(f"{n} events in one batch; at most {self.settings.max_feedback_batch} are allowed")
         checked = check_events(request, self.settings.max_future_skew_s)
         new = await asyncio.to_thread(self.event_log.append, checked.events) if checked.events else 0
         return gateway_pb2.RecordFeedbackResponse(

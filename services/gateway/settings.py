@@ -26,7 +26,5 @@ class GatewaySettings(ServerSettings):
     default_diversity: float = Field(0.2, ge=0.0, le=1.0, description="Diversity when the request sets none.")
     max_feedback_batch: int = Field(1000, ge=1, description="Most events per RecordFeedback call.")
     max_future_skew_s: float = Field(300.0, ge=0, description="How far in the future an event time may be.")
-    event_log_path: Path = Field(
-        DEFAULT_VAR / "events.db", description="SQLite event log (embedded default)."
-    )
+    event_log_path: Path = Field(DEFAULT_VAR / "events.db", description="SQLite event log (embedded default).")
     user_feature_service: str = Field("gateway_user_v1", description="Feast FeatureService read per request.")

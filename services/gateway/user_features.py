@@ -21,9 +21,7 @@ class UserFeatureReader:
     def read(self, user_id: str) -> tuple[common_pb2.UserFeatures, bool]:
         """The user's features and whether any were found (False = a user unknown to the store)."""
         try:
-            row = self.store.get_online_features(
-                features=self.service, entity_rows=[{"user_id": user_id}]
-            ).to_dict()
+            row = self.store.get_online_features(features=self.service, entity_rows=[{"user_id": user_id}]).to_dict()
         except Exception as exc:  # any SDK or store failure means "features unavailable"
             raise Unavailable(f"feature store read failed: {exc}") from exc
         return to_proto(user_id, {k: v[0] for k, v in row.items()})

@@ -187,9 +187,7 @@ def encode_user(
         ],
         dtype=np.int64,
     )
-    return sparse, user_dense(
-        np.asarray([interaction_count]), np.asarray([mean_rating]), contract.global_mean_rating
-    )
+    return sparse, user_dense(np.asarray([interaction_count]), np.asarray([mean_rating]), contract.global_mean_rating)
 
 
 def encode_context(hour: np.ndarray, weekday: np.ndarray) -> np.ndarray:

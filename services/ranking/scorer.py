@@ -33,9 +33,7 @@ class UserRow:
 
 
 class Scorer:
-    def __init__(
-        self, version: str, contract: rf.RankerContract, model: MlpRanker, items: rf.EncodedItems
-    ) -> None:
+    def __init__(self, version: str, contract: rf.RankerContract, model: MlpRanker, items: rf.EncodedItems) -> None:
         self.version = version
         self.contract = contract
         self.model = model
@@ -46,9 +44,7 @@ class Scorer:
     def from_bundle(cls, bundle: Bundle, feature_repo: Path) -> Scorer:
         contract_json = bundle.contract(RANKER_COMPONENT)
         if contract_json.get("model") != MODEL_NAME:
-            raise ValueError(
-                f"bundle {bundle.version} ranker is {contract_json.get('model')!r}; expected {MODEL_NAME}"
-            )
+            raise ValueError(f"bundle {bundle.version} ranker is {contract_json.get('model')!r}; expected {MODEL_NAME}")
         contract = rf.RankerContract.from_json(contract_json["features"])
         if contract.version != rf.CONTRACT_VERSION:
             raise ValueError(

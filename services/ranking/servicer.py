@@ -65,9 +65,5 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
             else datetime.now(UTC)
         )
         loop = asyncio.get_running_loop()
-        scores = await loop.run_in_executor(
-            self.executor, partial(scorer.score, user, when, list(request.item_ids))
-        )
-        return ranking_pb2.RankResponse(
-            scores=scores.tolist(), model_name=MODEL_NAME, bundle_version=scorer.version
-        )
+        scores = await loop.run_in_executor(self.executor, partial(scorer.score, user, when, list(request.item_ids)))
+        return ranking_pb2.RankResponse(scores=scores.tolist(), model_name=MODEL_NAME, bundle_version=scorer.version)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def mmr(
-    relevance: np.ndarray, embeddings: np.ndarray, count: int, diversity: float
-) -> tuple[np.ndarray, np.ndarray]:
+def mmr(relevance: np.ndarray, embeddings: np.ndarray, count: int, diversity: float) -> tuple[np.ndarray, np.ndarray]:
     """Picks `count` of the N candidates.
 
     relevance: (N,) scores; embeddings: (N, d) L2-normalised; returns (positions, objective values).

@@ -24,9 +24,7 @@ class Reranked:
 
 
 class Reranker:
-    def __init__(
-        self, version: str, item_ids: Sequence[str], embeddings: np.ndarray, titles: Sequence[str]
-    ) -> None:
+    def __init__(self, version: str, item_ids: Sequence[str], embeddings: np.ndarray, titles: Sequence[str]) -> None:
         self.version = version
         self.item_pos = {item_id: i for i, item_id in enumerate(item_ids)}
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
@@ -65,7 +63,5 @@ class Reranker:
         if explain:
             known_history = [i for i in history_item_ids if i in self.item_pos]
             h_rows = np.fromiter((self.item_pos[i] for i in known_history), dtype=np.int64)
-            why = reasons(
-                positions, emb[positions], sources, self.embeddings[h_rows], [self.titles[r] for r in h_rows]
-            )
+            why = reasons(positions, emb[positions], sources, self.embeddings[h_rows], [self.titles[r] for r in h_rows])
         return Reranked(positions=positions, scores=values, reasons=why)

@@ -75,9 +75,7 @@ def fetch_from_recbole_wheel(cache_dir: Path) -> Path:
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         wheels = sorted(cache_dir.glob("recbole-*.whl"))
         if result.returncode != 0 or not wheels:
-            raise DatasetError(
-                f"could not download {RECBOLE_WHEEL} from PyPI: {result.stderr.strip()[-500:]}"
-            )
+            raise DatasetError(f"could not download {RECBOLE_WHEEL} from PyPI: {result.stderr.strip()[-500:]}")
     target.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheels[-1]) as wheel:
         for name in _ATOMIC_FILES:

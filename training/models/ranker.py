@@ -35,32 +35,35 @@ class MlpRankerModule(nn.Module):
     def __init__(self, cardinalities: list[int], n_genres: int, config: RankerConfig) -> None:
         super().__init__()
         d = config.embedding_dim
-        self.embeddings = nn.ModuleList(nn.Embedding(c, d) for c in cardinalities)
-        for table in self.embeddings:
+        tables = [nn.Embedding(c, d) for c in cardinalities]
+        for table in tables:
             nn.init.normal_(table.weight, std=0.05)
+        self.tables = tables
+        self.embeddings = nn.ModuleList(tables)  # registers the tables' parameters
         self.genre = nn.Linear(n_genres, d, bias=False)
         self.dense = nn.Linear(len(DENSE_FEATURES), d)
         widths = [d * (len(cardinalities) + 2), *config.hidden, 1]
-        self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
+        self.linears = [nn.Linear(a, b) for a, b in itertools.pairwise(widths)]
+        self.mlp = nn.ModuleList(self.linears)  # registers the layers' parameters
 
     def forward(self, sparse: torch.Tensor, genres: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """sparse (B, S) int64, genres (B, G), dense (B, D) -> (B,) logits."""
-        parts = [table(sparse[:, i]) for i, table in enumerate(self.embeddings)]
+        parts = [table(sparse[:, i]) for i, table in enumerate(self.tables)]
         parts.append(self.genre(genres))
         parts.append(torch.relu(self.dense(dense)))
         h = torch.cat(parts, dim=1)
-        for layer in self.mlp[:-1]:
+        for layer in self.linears[:-1]:
             h = torch.relu(layer(h))
-        return self.mlp[-1](h)[:, 0]
+        return self.linears[-1](h)[:, 0]
 
     def export_weights(self) -> dict[str, np.ndarray]:
         """Arrays for services.ranking.model.MlpRanker (weights stored as (in, out))."""
         with torch.no_grad():
-            out = {f"emb_{i}": t.weight.numpy().copy() for i, t in enumerate(self.embeddings)}
+            out = {f"emb_{i}": t.weight.numpy().copy() for i, t in enumerate(self.tables)}
             out["genre_w"] = self.genre.weight.T.numpy().copy()
             out["dense_w"] = self.dense.weight.T.numpy().copy()
             out["dense_b"] = self.dense.bias.numpy().copy()
-            for i, layer in enumerate(self.mlp):
+            for i, layer in enumerate(self.linears):
                 out[f"mlp_w{i}"] = layer.weight.T.numpy().copy()
                 out[f"mlp_b{i}"] = layer.bias.numpy().copy()
         return {k: v.astype(np.float32) for k, v in out.items()}

@@ -1,0 +1,1 @@
+"""Benchmarks run against a live stack: `recsys bench <target>`. Results are JSON on stdout."""

@@ -1,0 +1,210 @@
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pandas as pd
+import pytest
+import pytest_asyncio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from recsys.common.v1 import common_pb2
+from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from services.common.server import build_server, start_and_load
+from services.gateway.servicer import GatewayApp
+from services.stack import free_port
+
+from ..conftest import REPO
+from .conftest import Servers, gateway_settings
+
+STAGE = common_pb2.Stage
+
+
+@pytest.fixture(scope="module")
+def stub(gateway_server) -> AsyncIterator[gateway_pb2_grpc.GatewayServiceStub]:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway_server.port}")
+    return gateway_pb2_grpc.GatewayServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> pd.DataFrame:
+    return pd.read_parquet(REPO / "var/data/feast/items.parquet").set_index("item_id")
+
+
+@pytest.fixture(scope="module")
+def rated() -> dict[str, set[str]]:
+    inter = pd.read_parquet(REPO / "var/data/feast/interactions.parquet", columns=["user_id", "item_id"])
+    return inter.groupby("user_id")["item_id"].agg(set).to_dict()
+
+
+async def test_recommend_runs_every_stage(stub, catalogue, rated) -> None:
+    reply = await stub.Recommend(gateway_pb2.RecommendRequest(user_id="196", count=12, explain=True))
+    assert len(reply.items) == 12 and len({i.item_id for i in reply.items}) == 12
+    assert not reply.degraded_stages and not reply.cold_start and reply.bundle_version and reply.request_id
+    for item in reply.items:
+        assert item.item_id in catalogue.index and item.item_id not in rated["196"]
+        assert item.stage_scores.retrieval != 0 and 0 < item.stage_scores.ranking < 1
+        assert item.score == item.stage_scores.rerank
+        assert item.source == common_pb2.CANDIDATE_SOURCE_EMBEDDING and item.reason
+        assert item.info.title == catalogue.loc[item.item_id, "title"]
+
+
+async def test_filters_and_exclusions_are_honoured(stub, catalogue) -> None:
+    plain = await stub.Recommend(gateway_pb2.RecommendRequest(user_id="196", count=10))
+    excluded = [i.item_id for i in plain.items[:3]]
+    reply = await stub.Recommend(
+        gateway_pb2.RecommendRequest(
+            user_id="196",
+            count=10,
+            exclude_item_ids=excluded,
+            filter=common_pb2.ItemFilter(include_genres=["Comedy"], exclude_genres=["Romance"]),
+        )
+    )
+    assert len(reply.items) == 10
+    for item in reply.items:
+        genres = list(catalogue.loc[item.item_id, "genres"])
+        assert "Comedy" in genres and "Romance" not in genres and item.item_id not in excluded
+    assert not item.reason, "no reasons unless asked"
+
+
+async def test_diversity_changes_the_list(stub) -> None:
+    focused = await stub.Recommend(gateway_pb2.RecommendRequest(user_id="42", count=10, diversity=0.0))
+    diverse = await stub.Recommend(gateway_pb2.RecommendRequest(user_id="42", count=10, diversity=0.9))
+    assert [i.item_id for i in focused.items] != [i.item_id for i in diverse.items]
+    ranking = [i.stage_scores.ranking for i in focused.items]
+    assert ranking == sorted(ranking, reverse=True), "diversity 0 keeps the ranking order"
+
+
+async def test_unknown_user_gets_a_cold_start_list(stub) -> None:
+    reply = await stub.Recommend(gateway_pb2.RecommendRequest(user_id="visitor-123", count=10, explain=True))
+    assert reply.cold_start and len(reply.items) == 10 and not reply.degraded_stages
+    assert {i.source for i in reply.items} == {common_pb2.CANDIDATE_SOURCE_POPULAR}
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"user_id": "196", "count": 0}, "count must be at least 1"),
+        ({"user_id": "196", "count": -3}, "count must be at least 1"),
+        ({"user_id": "196", "count": 2_000_000_000}, "count must be at most 100"),
+        ({"user_id": "", "count": 5}, "user_id is required"),
+        ({"user_id": "x" * 65, "count": 5}, "at most 64"),
+        ({"user_id": "196;drop", "count": 5}, "malformed"),
+        ({"user_id": "196", "count": 5, "exclude_item_ids": [""]}, "exclude_item_ids[0] is required"),
+        ({"user_id": "196", "count": 5, "diversity": 1.5}, "between 0 and 1"),
+        ({"user_id": "196", "count": 5, "diversity": math.nan}, "between 0 and 1"),
+        (
+            {"user_id": "196", "count": 5, "filter": common_pb2.ItemFilter(exclude_genres=["Anime"])},
+            "known genres",
+        ),
+    ],
+)
+async def test_bad_recommend_requests(stub, fields, fragment) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Recommend(gateway_pb2.RecommendRequest(**fields))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fragment in info.value.details() and "Traceback" not in info.value.details()
+
+
+async def test_similar_items(stub) -> None:
+    reply = await stub.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="50", count=5))
+    assert len(reply.items) == 5 and all(i.info.title for i in reply.items)
+    for item_id, code in [("424242", grpc.StatusCode.NOT_FOUND), ("", grpc.StatusCode.INVALID_ARGUMENT)]:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id=item_id, count=5))
+        assert info.value.code() == code
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="50", count=0))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_feedback_is_idempotent_and_rejects_per_event(stub) -> None:
+    good = [
+        gateway_pb2.FeedbackEvent(event_id=f"t-{i}", user_id="196", item_id="50", type=gateway_pb2.FEEDBACK_TYPE_VIEW)
+        for i in range(5)
+    ]
+    bad = gateway_pb2.FeedbackEvent(
+        event_id="t-bad", user_id="196", item_id="50", type=gateway_pb2.FEEDBACK_TYPE_RATING, value=11
+    )
+    first = await stub.RecordFeedback(gateway_pb2.RecordFeedbackRequest(events=[*good, bad]))
+    assert (first.accepted, first.duplicates) == (5, 0)
+    assert [(r.index, r.event_id) for r in first.rejected] == [(5, "t-bad")] and "rating" in first.rejected[0].reason
+    retry = await stub.RecordFeedback(gateway_pb2.RecordFeedbackRequest(events=good))
+    assert (retry.accepted, retry.duplicates) == (5, 5)
+    for events, fragment in [([], "events is empty"), ([good[0]] * 1001, "at most 1000")]:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.RecordFeedback(gateway_pb2.RecordFeedbackRequest(events=events))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and fragment in info.value.details()
+
+
+@pytest_asyncio.fixture
+async def gateway_with(stage_servers: Servers, common_settings, tmp_path: Path):
+    """Starts a gateway whose listed stages point at a closed port; yields its stub."""
+    started = []
+
+    async def start(*dead: str) -> gateway_pb2_grpc.GatewayServiceStub:
+        overrides = {f"{stage}_address": f"127.0.0.1:{free_port()}" for stage in dead}
+        settings = gateway_settings(stage_servers, tmp_path, **overrides)
+        server = await start_and_load(GatewayApp(settings, common_settings))
+        started.append(server)
+        return gateway_pb2_grpc.GatewayServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{server.port}"))
+
+    yield start
+    for server in started:
+        await server.stop(0)
+
+
+async def test_ranking_down_answers_in_retrieval_order(gateway_with) -> None:
+    stub = await gateway_with("ranking")
+    reply = await stub.Recommend(gateway_pb2.RecommendRequest(user_id="196", count=10, diversity=0.0))
+    assert list(reply.degraded_stages) == [STAGE.Value("STAGE_RANKING")] and len(reply.items) == 10
+    retrieval = [i.stage_scores.retrieval for i in reply.items]
+    assert retrieval == sorted(retrieval, reverse=True)
+
+
+async def test_rerank_down_answers_in_ranking_order(gateway_with) -> None:
+    stub = await gateway_with("rerank")
+    reply = await stub.Recommend(gateway_pb2.RecommendRequest(user_id="196", count=10, explain=True))
+    assert list(reply.degraded_stages) == [STAGE.Value("STAGE_RERANK")] and len(reply.items) == 10
+    ranking = [i.stage_scores.ranking for i in reply.items]
+    assert ranking == sorted(ranking, reverse=True) and all(i.reason for i in reply.items)
+
+
+async def test_every_stage_down_still_answers_with_unseen_popular_items(gateway_with, rated) -> None:
+    stub = await gateway_with("candidate", "ranking", "rerank")
+    reply = await stub.Recommend(gateway_pb2.RecommendRequest(user_id="196", count=10))
+    assert set(reply.degraded_stages) == {STAGE.Value(f"STAGE_{s}") for s in ("CANDIDATE", "RANKING", "RERANK")}
+    assert len(reply.items) == 10 and not {i.item_id for i in reply.items} & rated["196"]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="50", count=5))
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_not_serving_until_loaded_and_reflection_lists_services(stage_servers, common_settings, tmp_path) -> None:
+    app = GatewayApp(gateway_settings(stage_servers, tmp_path), common_settings)
+    server = await build_server(app)
+    try:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        health = health_pb2_grpc.HealthStub(channel)
+        status = await health.Check(health_pb2.HealthCheckRequest())
+        assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await gateway_pb2_grpc.GatewayServiceStub(channel).Recommend(
+                gateway_pb2.RecommendRequest(user_id="1", count=1)
+            )
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "loading" in info.value.details()
+        await app.load()
+        await server.set_serving(True)
+        named = await health.Check(health_pb2.HealthCheckRequest(service="recsys.gateway.v1.GatewayService"))
+        assert named.status == health_pb2.HealthCheckResponse.SERVING
+        refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        async for response in responses:
+            names = {s.name for s in response.list_services_response.service}
+            assert {"recsys.gateway.v1.GatewayService", "grpc.health.v1.Health"} <= names
+            break
+    finally:
+        await server.stop(0)
