@@ -8,6 +8,7 @@ into arrays aligned with the bundle's item order; a request encodes one user row
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,7 @@ class RankerContract:
     global_mean_rating: float
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RankerContract:
@@ -52,10 +53,14 @@ class RankerContract:
         """Embedding table sizes in SPARSE_FEATURES order (vocabulary plus the unknown slot)."""
         return [len(self.vocabularies[name]) + 1 for name, _ in SPARSE_FEATURES]
 
+    @cached_property
+    def _indices(self) -> dict[str, dict[str, int]]:
+        """value -> index per vocabulary, built once (index 0 is "unknown")."""
+        return {name: {v: i + 1 for i, v in enumerate(vocab)} for name, vocab in self.vocabularies.items()}
+
     def lookup(self, name: str, values: np.ndarray) -> np.ndarray:
         """Vocabulary indices of `values` (0 for anything unknown)."""
-        vocab = self.vocabularies[name]
-        index = {v: i + 1 for i, v in enumerate(vocab)}
+        index = self._indices[name]
         return np.fromiter((index.get(str(v), 0) for v in values), dtype=np.int64, count=len(values))
 
 

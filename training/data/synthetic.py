@@ -50,14 +50,17 @@ def generate(
 
     seconds = rng.integers(0, 180 * 86_400, total)
     ratings = np.clip(np.round(rng.normal(3.6 + 0.6 * own, 1.0)), 1, 5).astype(np.float32)
+    # One interaction per (user, item): deduplicate on integer keys, before any strings exist.
+    _, keep = np.unique(user_idx.astype(np.int64) * n_items + item_idx, return_index=True)
+    keep.sort()
     inter = pd.DataFrame(
         {
-            "user_id": (user_idx + 1).astype(str),
-            "item_id": (item_idx + 1).astype(str),
-            "rating": ratings,
-            "timestamp": _START + pd.to_timedelta(seconds, unit="s"),
+            "user_id": (user_idx[keep] + 1).astype(str),
+            "item_id": (item_idx[keep] + 1).astype(str),
+            "rating": ratings[keep],
+            "timestamp": _START + pd.to_timedelta(seconds[keep], unit="s"),
         }
-    ).drop_duplicates(["user_id", "item_id"], ignore_index=True)
+    )
 
     ages = rng.integers(15, 70, n_users)
     users = pd.DataFrame(
