@@ -92,6 +92,13 @@ gateway_user_v1 = FeatureService(
     description="User features read once per Recommend call.",
 )
 
+# What the retrieval model (candidate stage) consumes: the freshest history, for exclusion and the query.
+retrieval_v1 = FeatureService(
+    name="retrieval_v1",
+    features=[user_activity[["recent_item_ids", "interaction_count"]]],
+    description="Inputs of the retrieval model's query side.",
+)
+
 # What the ranking model consumes (user features arrive in the request, item features are held in memory).
 ranking_v1 = FeatureService(
     name="ranking_v1",

@@ -8,6 +8,7 @@ grace period, and stops. Reflection is on so that `grpcurl` works without proto 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Sequence
@@ -85,6 +86,16 @@ async def build_server(app: ServiceApp, host: str = "127.0.0.1", port: int = 0) 
     return running
 
 
+def freeze_loaded_heap() -> None:
+    """Moves everything loaded so far out of the garbage collector's reach.
+
+    Models, catalogues and the Feast SDK leave ~350k long-lived objects; a full collection over them took
+    ~330 ms on the development machine and showed up as request-latency spikes and deadline misses.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def start_and_load(app: ServiceApp, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
     """Starts the server NOT_SERVING, loads the app, then flips health to SERVING."""
     running = await build_server(app, host, port)
@@ -93,6 +104,7 @@ async def start_and_load(app: ServiceApp, host: str = "127.0.0.1", port: int = 0
     except BaseException:
         await running.stop(0)
         raise
+    freeze_loaded_heap()
     await running.set_serving(True)
     return running
 
@@ -115,6 +127,7 @@ async def _serve_forever(name: str, app: ServiceApp, settings: ServerSettings) -
     load = asyncio.create_task(app.load())
     done, _ = await asyncio.wait({load, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
     if load in done and load.exception() is None:
+        freeze_loaded_heap()
         await running.set_serving(True)
         log.info("%s SERVING on port %d", name, running.port)
         await stop.wait()

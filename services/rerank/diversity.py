@@ -26,14 +26,15 @@ def mmr(relevance: np.ndarray, embeddings: np.ndarray, count: int, diversity: fl
     if diversity <= 0.0:
         order = np.argsort(-rel, kind="stable")[:count]
         return order, rel[order].astype(np.float32)
-    max_sim = np.full(n, -1.0)
+    # Redundancy counts only positive similarity (dissimilar items are not rewarded), which also keeps
+    # the picked objective values non-increasing, so the final scores descend with the position.
+    max_sim = np.zeros(n)
     available = np.ones(n, dtype=bool)
     picks = np.empty(count, dtype=np.int64)
     values = np.empty(count, dtype=np.float32)
     emb = np.asarray(embeddings, dtype=np.float64)
     for step in range(count):
-        penalty = np.where(step == 0, 0.0, max_sim)
-        objective = np.where(available, (1.0 - diversity) * rel - diversity * penalty, -np.inf)
+        objective = np.where(available, (1.0 - diversity) * rel - diversity * max_sim, -np.inf)
         pick = int(np.argmax(objective))
         picks[step] = pick
         values[step] = objective[pick]

@@ -44,6 +44,8 @@ async def test_recommend_runs_every_stage(stub, catalogue, rated) -> None:
     reply = await stub.Recommend(gateway_pb2.RecommendRequest(user_id="196", count=12, explain=True))
     assert len(reply.items) == 12 and len({i.item_id for i in reply.items}) == 12
     assert not reply.degraded_stages and not reply.cold_start and reply.bundle_version and reply.request_id
+    finals = [i.score for i in reply.items]
+    assert finals == sorted(finals, reverse=True), "final scores descend with the position"
     for item in reply.items:
         assert item.item_id in catalogue.index and item.item_id not in rated["196"]
         assert item.stage_scores.retrieval != 0 and 0 < item.stage_scores.ranking < 1

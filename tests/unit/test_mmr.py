@@ -29,6 +29,8 @@ def test_picks_are_unique_deterministic_and_honour_count() -> None:
     second, _ = mmr(rel, emb, 20, 0.7)
     assert len(first) == 20 and len(set(first.tolist())) == 20
     assert first.tolist() == second.tolist()
+    values = mmr(rel, emb, 20, 0.7)[1]
+    assert (np.diff(values) <= 1e-9).all(), "objective values descend with the position"
     assert len(mmr(rel[:5], emb[:5], 20, 0.3)[0]) == 5
 
 
