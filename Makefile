@@ -12,9 +12,11 @@ VAR := var
 STAMP_VENV := $(VENV)/.installed
 STAMP_DATA := $(VAR)/data/feast/.written
 STAMP_FEAST := $(VAR)/feast/.materialized
+TRITON_VENV := $(VAR)/triton-venv
+STAMP_TRITON := $(TRITON_VENV)/.installed
 BUNDLE := $(VAR)/bundles/CURRENT
 
-.PHONY: help run test lint typecheck protos protos-check lock train data features stack clean distclean
+.PHONY: help run test lint typecheck protos protos-check lock train data features stack triton triton-env clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -22,7 +24,7 @@ help: ## List the targets
 run: $(BUNDLE) $(STAMP_FEAST) ## Build what is missing, start the four services, print recommendations, serve until Ctrl-C
 	$(BIN)/python -m services.stack $(RUN_ARGS)
 
-test: $(BUNDLE) $(STAMP_FEAST) ## Lint, type-check, check generated code, run the test suite
+test: $(BUNDLE) $(STAMP_FEAST) $(STAMP_TRITON) ## Lint, type-check, check generated code, run the test suite
 	$(BIN)/python scripts/gen_protos.py --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -56,6 +58,16 @@ $(STAMP_FEAST): $(STAMP_DATA) features/*.py features/feature_store.yaml
 train: $(BUNDLE) ## Train the models and publish a model bundle
 $(BUNDLE): $(STAMP_DATA) training/*.py training/models/*.py services/ranking/features.py
 	$(BIN)/python -m training.pipeline
+
+triton-env: $(STAMP_TRITON) ## The numpy<2 environment a CPU Triton server (nvidia-pytriton wheel) runs models in
+$(STAMP_TRITON): requirements-triton.txt
+	@scripts/ensure_python.sh $(PYTHON)
+	rm -rf $(TRITON_VENV) && $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet -r requirements-triton.txt
+	touch $@
+
+triton: $(BUNDLE) $(STAMP_TRITON) ## Serve var/bundles/triton on a local CPU Triton (gRPC 8001) for RECSYS_RANKING_BACKEND=triton
+	$(BIN)/python -m services.ranking.local_triton
 
 stack: ## Start the stack without the demo output
 	$(BIN)/python -m services.stack --no-demo

@@ -6,7 +6,7 @@ The Parquet sources are written by `python -m training.prepare` (see training/da
 
 from datetime import timedelta
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
 from feast.types import Array, Float32, Int64, String, UnixTimestamp
 
 # The offline data reaches back to 1997: a TTL this long lets `materialize-incremental` and point-in-time
@@ -42,6 +42,14 @@ user_profile = FeatureView(
     tags={"owner": "recsys", "stage": "ranking"},
 )
 
+# The gateway pushes each user's updated activity row here as feedback arrives (the real-time path); the
+# daily snapshots in the batch source are what `materialize` and point-in-time joins read.
+user_activity_push = PushSource(
+    name="user_activity_push",
+    batch_source=_source("user_activity", "Daily snapshots of each user's activity."),
+    description="Fresh user activity rows computed by the gateway from accepted feedback events.",
+)
+
 user_activity = FeatureView(
     name="user_activity",
     entities=[user],
@@ -52,7 +60,7 @@ user_activity = FeatureView(
         Field(name="recent_item_ids", dtype=Array(String), description="Most recent items, newest first."),
         Field(name="last_active", dtype=UnixTimestamp),
     ],
-    source=_source("user_activity", "Daily snapshots of each user's activity."),
+    source=user_activity_push,
     description="What the user did recently; drives seen-item exclusion and the query tower's history.",
     tags={"owner": "recsys", "stage": "candidate,ranking"},
 )

@@ -117,13 +117,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     rb.add_argument("--calls", type=int, default=1000)
     rb.add_argument("--count", type=int, default=20)
     rb.add_argument("--users", default="1-943", help="user ids: a range like 1-943 or a comma list")
+    rk = bench_sub.add_parser("ranking", help="Rank latency/throughput per backend (starts its own servers)")
+    rk.add_argument("--backend", default="inprocess,triton", help="comma list of inprocess, triton")
+    rk.add_argument("--candidates", default="100,500,1000", help="comma list of candidate counts")
+    rk.add_argument("--concurrency", default="1,8", help="comma list of concurrent callers")
+    rk.add_argument("--requests", type=int, default=300, help="calls per caller per configuration")
 
     args = parser.parse_args(argv)
     with grpc.insecure_channel(args.address) as channel:
         try:
             return _run(args, channel)
         except grpc.RpcError as exc:
-            print(f"error: {exc.code().name}: {exc.details()} (gateway {args.address})", file=sys.stderr)
+            print(f"error: {exc.code().name}: {exc.details()} (from {args.address})", file=sys.stderr)
             return 1
 
 
@@ -162,6 +167,16 @@ def _run(args: argparse.Namespace, channel: grpc.Channel) -> int:
         _print(reply, args.json, text)
         if reply.rejected:
             return 1
+    elif args.command == "bench" and args.target == "ranking":
+        from recsys.bench import ranking as bench_ranking
+
+        result = bench_ranking.run(
+            args.backend.split(","),
+            [int(x) for x in args.candidates.split(",")],
+            [int(x) for x in args.concurrency.split(",")],
+            args.requests,
+        )
+        print(json.dumps(result, indent=2))
     elif args.command == "bench":
         from recsys.bench import recommend as bench_recommend
 

@@ -4,6 +4,8 @@ offline sources, the materialised Feast repo and a trained bundle under var/."""
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,11 @@ from services.common.settings import CommonSettings
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# The real servers some tests run against; CI starts them, elsewhere the tests skip when they are not up.
+POSTGRES_DSN = os.environ.get("RECSYS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("RECSYS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Names of everything a test run creates in those servers start with this, so parallel runs do not collide.
+RUN_ID = f"recsys_test_{uuid.uuid4().hex[:10]}"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -60,3 +67,34 @@ def offline_dir() -> Path:
     path = REPO / "var" / "data" / "feast"
     require((path / "interactions.parquet").exists(), "no offline sources; run `make data`")
     return path
+
+
+def _postgres_error(dsn: str) -> str | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """The test PostgreSQL server (RECSYS_TEST_POSTGRES_DSN); skips (fails in CI) when it is unreachable."""
+    error = _postgres_error(POSTGRES_DSN)
+    require(error is None, f"PostgreSQL at RECSYS_TEST_POSTGRES_DSN={POSTGRES_DSN} is unreachable: {error}")
+    return POSTGRES_DSN
+
+
+@pytest.fixture
+def pg_schema(postgres_dsn: str) -> Iterator[str]:
+    """A fresh, uniquely named schema for one test; dropped with everything in it afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"{RUN_ID}_{uuid.uuid4().hex[:8]}"
+    yield schema
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

@@ -23,8 +23,9 @@ from services.common import bundle as bundle_format
 from services.common.retrieval_data import RETRIEVAL_CONTRACT
 from services.common.settings import CommonSettings
 from services.ranking import features as rf
-from services.ranking.model import MODEL_NAME
+from services.ranking.serving import MODEL_NAME, OUTPUT, input_specs, triton_version
 from training.data.offline import RECENT_POPULARITY_WEEKS
+from training.export import export_onnx, publish_to_triton_repository
 from training.models.mf import MfConfig, train_bpr
 from training.models.ranker import RankerConfig, train_ranker
 from training.prepare import OFFLINE_DIR
@@ -138,7 +139,12 @@ def train_and_publish(
         popular_items=popular,
         popularity=popularity.astype(np.int64),
     )
-    np.savez(staged / "ranker.npz", **ranker.export_weights())  # type: ignore[arg-type]  # numpy stub: **kwargs
+    ranker.eval()
+    export_onnx(ranker, contract, staged / "ranker.onnx")
+    triton_model_version = triton_version(version)
+    publish_to_triton_repository(
+        bundle_dir / "triton", MODEL_NAME, triton_model_version, staged / "ranker.onnx", contract
+    )
     manifest = bundle_format.Manifest(
         version=version,
         format_version=bundle_format.FORMAT_VERSION,
@@ -153,8 +159,15 @@ def train_and_publish(
                 "config": asdict(mf_config),
             },
             "ranker": {
-                "file": "ranker.npz",
-                "contract": {"model": MODEL_NAME, "features": contract.to_json()},
+                "file": "ranker.onnx",
+                "contract": {
+                    "model": MODEL_NAME,
+                    "features": contract.to_json(),
+                    "inputs": [s.name for s in input_specs(contract)],
+                    "output": OUTPUT,
+                    "triton_model": MODEL_NAME,
+                    "triton_version": triton_model_version,
+                },
                 "config": {**asdict(ranker_config), "negatives_per_positive": NEGATIVES_PER_POSITIVE},
             },
         },

@@ -17,8 +17,9 @@ from services.common.channels import open_channel
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.retrieval_data import load_fallback_data
 from services.common.settings import CommonSettings
-from services.gateway.eventlog import EventLog, SqliteEventLog
+from services.gateway.eventlog import EventLog, open_event_log
 from services.gateway.feedback import check_events
+from services.gateway.fresh_features import ActivityPusher
 from services.gateway.pipeline import RecommendPipeline, Stages
 from services.gateway.settings import GatewaySettings
 from services.gateway.user_features import UserFeatureReader
@@ -37,7 +38,9 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
         self.settings = settings
         self.common = common
         self.pipeline: RecommendPipeline | None = None
-        self.event_log = event_log
+        self.activity: ActivityPusher | None = None
+        self._event_log = event_log  # injected (tests) or built from the settings in load()
+        self.event_log: EventLog | None = None  # set once opened
         self.channels: list[grpc.aio.Channel] = []
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
@@ -55,8 +58,15 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
             rerank=rerank_pb2_grpc.RerankServiceStub(rerank),
         )
         self.pipeline = await asyncio.to_thread(self._load_pipeline, stages)
-        if self.event_log is None:
-            self.event_log = await asyncio.to_thread(SqliteEventLog, s.event_log_path)
+        if s.push_features:
+            source = s.activity_push_source
+            try:
+                self.activity = await asyncio.to_thread(ActivityPusher, self.common.feature_repo, source)
+            except Exception as exc:  # e.g. a registry applied before the push source existed
+                log.error("fresh features off: cannot push to %r (%s); run `feast apply`", source, exc)
+        event_log = self._event_log or open_event_log(s)
+        await event_log.open()
+        self.event_log = event_log
         log.info("gateway loaded bundle %s", self.pipeline.bundle_version)
 
     def _load_pipeline(self, stages: Stages) -> RecommendPipeline:
@@ -70,7 +80,7 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
         for channel in self.channels:
             await channel.close()
         if self.event_log is not None:
-            self.event_log.close()
+            await self.event_log.close()
 
     def _ready(self) -> RecommendPipeline:
         if self.pipeline is None:
@@ -98,7 +108,9 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
         if n > self.settings.max_feedback_batch:
             raise InvalidArgument(f"{n} events in one batch; at most {self.settings.max_feedback_batch} are allowed")
         checked = check_events(request, self.settings.max_future_skew_s)
-        new = await asyncio.to_thread(self.event_log.append, checked.events) if checked.events else 0
+        new = await self.event_log.append(checked.events)  # raises Unavailable unless durably stored
+        if self.activity is not None:
+            await self.activity.update(new)  # best effort: a failure is logged, the events stay stored
         return gateway_pb2.RecordFeedbackResponse(
-            accepted=len(checked.events), duplicates=len(checked.events) - new, rejected=checked.rejected
+            accepted=len(checked.events), duplicates=len(checked.events) - len(new), rejected=checked.rejected
         )

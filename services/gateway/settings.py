@@ -26,5 +26,30 @@ class GatewaySettings(ServerSettings):
     default_diversity: float = Field(0.2, ge=0.0, le=1.0, description="Diversity when the request sets none.")
     max_feedback_batch: int = Field(1000, ge=1, description="Most events per RecordFeedback call.")
     max_future_skew_s: float = Field(300.0, ge=0, description="How far in the future an event time may be.")
-    event_log_path: Path = Field(DEFAULT_VAR / "events.db", description="SQLite event log (embedded default).")
+    event_log_path: Path = Field(
+        DEFAULT_VAR / "events.db", description="SQLite event log, used when event_log_dsn is empty (one process)."
+    )
+    event_log_dsn: str = Field(
+        "",
+        description="PostgreSQL event log: a libpq connection string (postgresql://user@host:5432/db?sslmode=...;"
+        " the password comes from PGPASSWORD). Empty keeps the embedded SQLite log at event_log_path.",
+    )
+    event_log_schema: str = Field(
+        "recsys",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema of the event log tables; created by the migrations.",
+    )
+    event_log_pool_size: int = Field(10, ge=1, description="Most PostgreSQL connections the gateway opens.")
+    event_log_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest a RecordFeedback call waits for PostgreSQL (a connection and the insert) before"
+        " answering UNAVAILABLE.",
+    )
+    push_features: bool = Field(
+        True,
+        description="After storing feedback, push each user's updated activity row to the Feast online store so"
+        " the next Recommend sees it (off: features change only when the batch pipeline materialises).",
+    )
+    activity_push_source: str = Field("user_activity_push", description="Feast push source of user activity.")
     user_feature_service: str = Field("gateway_user_v1", description="Feast FeatureService read per request.")

@@ -1,4 +1,5 @@
-"""The ranking core: scores candidates of one user, with item features held in memory.
+"""The ranking core: encodes a user's candidates against the item features held in memory, then scores them
+on the configured backend (in-process onnxruntime or Triton).
 
 Item features are read from the Feast online store once at load and encoded into arrays aligned with the
 bundle's items; a request encodes one user row and the request context, then gathers item rows.
@@ -15,9 +16,9 @@ import numpy as np
 
 from services.common.bundle import Bundle
 from services.common.catalogue import read_item_features
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.ranking import features as rf
-from services.ranking.model import MODEL_NAME, MlpRanker
+from services.ranking.serving import MODEL_NAME, OUTPUT, input_specs
 
 RANKER_COMPONENT = "ranker"
 
@@ -32,27 +33,47 @@ class UserRow:
     mean_rating: float = 0.0
 
 
-class Scorer:
-    def __init__(self, version: str, contract: rf.RankerContract, model: MlpRanker, items: rf.EncodedItems) -> None:
-        self.version = version
+@dataclass(frozen=True)
+class RankerArtifacts:
+    """What the bundle holds for ranking: the ONNX file, its feature contract and its Triton address."""
+
+    bundle_version: str
+    onnx_path: Path
+    contract: rf.RankerContract
+    triton_model: str
+    triton_version: int
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> RankerArtifacts:
+        c = bundle.contract(RANKER_COMPONENT)
+        if c.get("model") != MODEL_NAME:
+            raise FailedPrecondition(f"bundle {bundle.version} ranker is {c.get('model')!r}; expected {MODEL_NAME}")
+        contract = rf.RankerContract.from_json(c["features"])
+        if contract.version != rf.CONTRACT_VERSION:
+            raise FailedPrecondition(
+                f"bundle {bundle.version} ranker features are {contract.version!r}; this service encodes "
+                f"{rf.CONTRACT_VERSION!r}"
+            )
+        expected = {"inputs": [s.name for s in input_specs(contract)], "output": OUTPUT}
+        return cls(
+            bundle_version=bundle.version,
+            onnx_path=bundle.component(RANKER_COMPONENT, expected),
+            contract=contract,
+            triton_model=str(c["triton_model"]),
+            triton_version=int(c["triton_version"]),
+        )
+
+
+class Encoder:
+    """Turns (user, context, candidate ids) into the ranker's input tensors."""
+
+    def __init__(self, contract: rf.RankerContract, items: rf.EncodedItems) -> None:
         self.contract = contract
-        self.model = model
         self.items = items
         self.item_pos = {item_id: i for i, item_id in enumerate(contract.vocabularies["item_id"])}
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, feature_repo: Path) -> Scorer:
-        contract_json = bundle.contract(RANKER_COMPONENT)
-        if contract_json.get("model") != MODEL_NAME:
-            raise ValueError(f"bundle {bundle.version} ranker is {contract_json.get('model')!r}; expected {MODEL_NAME}")
-        contract = rf.RankerContract.from_json(contract_json["features"])
-        if contract.version != rf.CONTRACT_VERSION:
-            raise ValueError(
-                f"bundle {bundle.version} ranker features are {contract.version!r}; this service encodes "
-                f"{rf.CONTRACT_VERSION!r}"
-            )
-        weights = bundle.load_arrays(RANKER_COMPONENT)
-        model = MlpRanker(weights, n_sparse=len(rf.SPARSE_FEATURES))
+    def load(cls, contract: rf.RankerContract, feature_repo: Path) -> Encoder:
         item_ids = contract.vocabularies["item_id"]
         feats = read_item_features(feature_repo, item_ids)
 
@@ -68,16 +89,16 @@ class Scorer:
             column("recent_popularity"),
             column("year"),
         )
-        return cls(bundle.version, contract, model, items)
+        return cls(contract, items)
 
     def rows(self, item_ids: Sequence[str]) -> np.ndarray:
         rows = np.fromiter((self.item_pos.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
         if (rows < 0).any():
             unknown = [item_ids[i] for i in np.flatnonzero(rows < 0)[:5]]
-            raise InvalidArgument(f"item ids unknown to ranking bundle {self.version}: {', '.join(unknown)}")
+            raise InvalidArgument(f"item ids unknown to the ranking model: {', '.join(unknown)}")
         return rows
 
-    def score(self, user: UserRow, when: datetime, item_ids: Sequence[str]) -> np.ndarray:
+    def encode(self, user: UserRow, when: datetime, item_ids: Sequence[str]) -> rf.EncodedBatch:
         rows = self.rows(item_ids)
         user_sparse, user_dense = rf.encode_user(
             self.contract,
@@ -89,5 +110,4 @@ class Scorer:
             user.mean_rating,
         )
         context = rf.encode_context(np.asarray([when.hour]), np.asarray([when.weekday()]))
-        batch = rf.encode_batch(self.contract, user_sparse, user_dense, context, self.items, rows)
-        return self.model.scores(batch)
+        return rf.encode_batch(self.contract, user_sparse, user_dense, context, self.items, rows)

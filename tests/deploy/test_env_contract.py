@@ -19,11 +19,7 @@ from services.rerank.settings import RerankSettings
 
 from .helpers import Render
 
-PENDING = {
-    "RECSYS_GATEWAY_EVENT_LOG_DSN": "PostgreSQL event log (real-time feedback issue); the gateway uses SQLite today",
-    "RECSYS_RANKING_BACKEND": "Triton ranking backend (Triton issue); ranking is in-process today",
-    "RECSYS_RANKING_TRITON_URL": "Triton ranking backend (Triton issue)",
-}
+PENDING = {}
 
 
 def settings_env_names() -> set[str]:

@@ -28,7 +28,13 @@ def stack(bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
     running = Stack(
         ports={s: free_port() for s in SERVICES},
-        env={"RECSYS_GATEWAY_EVENT_LOG_PATH": str(tmp / "events.db"), "RECSYS_LOG_JSON": "true"},
+        # No pushes into the shared online store under var/feast (tests/services/test_fresh_features.py pushes
+        # into a private copy).
+        env={
+            "RECSYS_GATEWAY_EVENT_LOG_PATH": str(tmp / "events.db"),
+            "RECSYS_GATEWAY_PUSH_FEATURES": "false",
+            "RECSYS_LOG_JSON": "true",
+        },
         log_dir=tmp / "logs",
     )
     running.start()

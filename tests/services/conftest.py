@@ -52,6 +52,8 @@ def gateway_settings(servers: Servers, tmp: Path, **overrides: object) -> Gatewa
         "ranking_address": servers.address("ranking"),
         "rerank_address": servers.address("rerank"),
         "event_log_path": tmp / "events.db",
+        # The shared online store under var/feast is read by every test: only tests on a private copy push.
+        "push_features": False,
     }
     return GatewaySettings(**{**fields, **overrides})  # type: ignore[arg-type]
 

@@ -1,11 +1,6 @@
 from __future__ import annotations
 
-import threading
-import time
-from pathlib import Path
-
 from recsys.gateway.v1 import gateway_pb2
-from services.gateway.eventlog import Event, SqliteEventLog
 from services.gateway.feedback import check_events
 
 NOW = 1_800_000_000.0
@@ -56,30 +51,3 @@ def test_missing_timestamp_defaults_to_now() -> None:
     event = gateway_pb2.FeedbackEvent(event_id="x", user_id="u", item_id="i", type=gateway_pb2.FEEDBACK_TYPE_VIEW)
     checked = check_events(gateway_pb2.RecordFeedbackRequest(events=[event]), 300, now=NOW)
     assert checked.events[0].timestamp == NOW
-
-
-def test_event_log_stores_each_event_id_once(tmp_path: Path) -> None:
-    log = SqliteEventLog(tmp_path / "events.db")
-    batch = [Event(f"e{i}", "u", str(i), "click", 1.0, time.time()) for i in range(100)]
-    assert log.append(batch) == 100
-    assert log.append([*batch[50:], Event("new", "u", "x", "view", 1.0, time.time())]) == 1
-    assert log.count() == 101
-    log.close()
-    reopened = SqliteEventLog(tmp_path / "events.db")
-    assert reopened.count() == 101, "acknowledged events survive a reopen"
-
-
-def test_event_log_is_safe_under_concurrent_writers(tmp_path: Path) -> None:
-    log = SqliteEventLog(tmp_path / "events.db")
-    stored: list[int] = []
-
-    def writer(w: int) -> None:
-        for b in range(20):
-            stored.append(log.append([Event(f"{w}-{b}-{i}", "u", "i", "view", 1.0, 0.0) for i in range(10)]))
-
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sum(stored) == log.count() == 800

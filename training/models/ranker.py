@@ -1,8 +1,8 @@
 """The MLP ranker: embeddings of the categorical features, a genre projection and a dense bottom layer,
 concatenated into an MLP that outputs the logit of a positive interaction.
 
-Trained with binary cross-entropy on positives and sampled negatives. `export_weights` writes the arrays
-services/ranking/model.py evaluates, under the same names.
+Trained with binary cross-entropy on positives and sampled negatives; training/export.py turns it into the
+ONNX model both ranking backends serve.
 """
 
 from __future__ import annotations
@@ -55,18 +55,6 @@ class MlpRankerModule(nn.Module):
         for layer in self.linears[:-1]:
             h = torch.relu(layer(h))
         return self.linears[-1](h)[:, 0]
-
-    def export_weights(self) -> dict[str, np.ndarray]:
-        """Arrays for services.ranking.model.MlpRanker (weights stored as (in, out))."""
-        with torch.no_grad():
-            out = {f"emb_{i}": t.weight.numpy().copy() for i, t in enumerate(self.tables)}
-            out["genre_w"] = self.genre.weight.T.numpy().copy()
-            out["dense_w"] = self.dense.weight.T.numpy().copy()
-            out["dense_b"] = self.dense.bias.numpy().copy()
-            for i, layer in enumerate(self.linears):
-                out[f"mlp_w{i}"] = layer.weight.T.numpy().copy()
-                out[f"mlp_b{i}"] = layer.bias.numpy().copy()
-        return {k: v.astype(np.float32) for k, v in out.items()}
 
 
 def train_ranker(

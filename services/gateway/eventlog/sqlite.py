@@ -1,0 +1,104 @@
+"""The embedded event log: one SQLite file, for a single gateway process (local runs and tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from services.common.errors import Unavailable
+from services.gateway.eventlog import Event
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    event_id   TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    item_id    TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    value      REAL NOT NULL,
+    ts         REAL NOT NULL,
+    device     TEXT NOT NULL DEFAULT '',
+    surface    TEXT NOT NULL DEFAULT '',
+    received   REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+);
+CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts);
+"""
+
+# Only a repeated event id is skipped; any other constraint failure fails the batch (never a silent drop).
+_INSERT = (
+    "INSERT INTO events (event_id, user_id, item_id, event_type, value, ts, device, surface)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
+)
+
+
+class SqliteEventLog:
+    """SQLite in WAL mode with synchronous=FULL: an acknowledged batch survives a crash.
+
+    The blocking calls run in a worker thread (`asyncio.to_thread`); a lock serialises the writers.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(SCHEMA)
+            self._conn = conn
+
+    async def append(self, events: Sequence[Event]) -> list[Event]:
+        if not events:
+            return []
+        return await asyncio.to_thread(self._append, events)
+
+    def _append(self, events: Sequence[Event]) -> list[Event]:
+        new: list[Event] = []
+        try:
+            with self._lock:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for e in events:
+                        row = (e.event_id, e.user_id, e.item_id, e.event_type, e.value, e.timestamp)
+                        if conn.execute(_INSERT, (*row, e.device, e.surface)).rowcount == 1:
+                            new.append(e)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise Unavailable(f"the event log could not store the batch: {exc}") from exc
+        return new
+
+    async def count(self) -> int:
+        return await asyncio.to_thread(self._count)
+
+    def _count(self) -> int:
+        with self._lock:
+            return int(self._connection().execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise Unavailable("the event log is not open")
+        return self._conn
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

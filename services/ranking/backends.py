@@ -1,0 +1,122 @@
+"""Where the ranker runs: in this process (onnxruntime, the embedded default) or on a Triton server.
+
+Both take the same encoded batch and return one probability per row, so the ranking service and the tests
+treat them alike. The Triton backend keeps one long-lived async client, sends all candidates of a `Rank`
+call in one inference request with a deadline, and forwards the W3C trace context in the request headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from services.common.errors import FailedPrecondition, Unavailable
+from services.ranking import features as rf
+from services.ranking.serving import OUTPUT, input_specs
+
+
+class RankerBackend(Protocol):
+    name: str
+
+    async def scores(self, make_batch: Callable[[], rf.EncodedBatch], timeout_s: float) -> np.ndarray:
+        """(n,) float32 probabilities for the n rows of the batch `make_batch` encodes (off the event loop)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _arrays(batch: rf.EncodedBatch) -> dict[str, np.ndarray]:
+    return {"sparse": batch.sparse, "genres": batch.genres, "dense": batch.dense}
+
+
+class InProcessBackend:
+    """onnxruntime on the bundle's ONNX file, one intra-op thread (steady latency next to the event loop)."""
+
+    name = "inprocess"
+
+    def __init__(self, onnx_path: Path, contract: rf.RankerContract, threads: int = 2) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        expected = [s.name for s in input_specs(contract)]
+        got = [i.name for i in self.session.get_inputs()]
+        if got != expected:
+            raise FailedPrecondition(f"ranker ONNX inputs are {got}; the feature contract feeds {expected}")
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="onnx")
+
+    def run(self, batch: rf.EncodedBatch) -> np.ndarray:
+        return self.session.run([OUTPUT], _arrays(batch))[0][:, 0]
+
+    async def scores(self, make_batch: Callable[[], rf.EncodedBatch], timeout_s: float) -> np.ndarray:
+        # Encoding and inference in one hop to the pool: each hop costs more than the model at this size.
+        return await asyncio.get_running_loop().run_in_executor(self.executor, lambda: self.run(make_batch()))
+
+    async def close(self) -> None:
+        self.executor.shutdown(wait=False)
+
+
+class TritonBackend:
+    """tritonclient.grpc.aio against a Triton server serving the bundle's model version."""
+
+    name = "triton"
+
+    def __init__(self, url: str, model_name: str, model_version: int, contract: rf.RankerContract) -> None:
+        from tritonclient.grpc import aio as triton_aio
+
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode")
+        self.client = triton_aio.InferenceServerClient(url=url)
+        self.url = url
+        self.model_name = model_name
+        self.model_version = str(model_version)
+        self.specs = input_specs(contract)
+
+    async def check_ready(self) -> None:
+        """Fails unless the server has this bundle's model version loaded."""
+        try:
+            ready = await self.client.is_model_ready(self.model_name, self.model_version)
+        except Exception as exc:  # tritonclient raises InferenceServerException and grpc errors
+            raise Unavailable(f"Triton at {self.url} is unreachable: {exc}") from exc
+        if not ready:
+            raise Unavailable(f"Triton at {self.url} has not loaded {self.model_name} version {self.model_version}")
+
+    async def scores(self, make_batch: Callable[[], rf.EncodedBatch], timeout_s: float) -> np.ndarray:
+        from opentelemetry.propagate import inject
+        from tritonclient.grpc import InferInput, InferRequestedOutput
+        from tritonclient.utils import InferenceServerException
+
+        batch = await asyncio.get_running_loop().run_in_executor(self.executor, make_batch)
+        arrays = _arrays(batch)
+        inputs = []
+        for spec in self.specs:
+            tensor = InferInput(spec.name, list(arrays[spec.name].shape), spec.triton_dtype.removeprefix("TYPE_"))
+            tensor.set_data_from_numpy(np.ascontiguousarray(arrays[spec.name], dtype=spec.numpy_dtype))
+            inputs.append(tensor)
+        headers: dict[str, str] = {}
+        inject(headers)  # W3C traceparent of the current span
+        try:
+            result = await self.client.infer(
+                self.model_name,
+                inputs,
+                model_version=self.model_version,
+                outputs=[InferRequestedOutput(OUTPUT)],
+                client_timeout=timeout_s,
+                headers=headers,
+            )
+        except InferenceServerException as exc:
+            raise Unavailable(f"Triton inference failed ({self.url}): {exc.message()}") from exc
+        out = result.as_numpy(OUTPUT)
+        if out is None or out.shape[0] != batch.sparse.shape[0]:
+            raise Unavailable(f"Triton returned no '{OUTPUT}' for {batch.sparse.shape[0]} rows")
+        return out[:, 0].astype(np.float32)
+
+    async def close(self) -> None:
+        await self.client.close()
+        self.executor.shutdown(wait=False)

@@ -1,0 +1,75 @@
+"""Export of the trained ranker: an ONNX file for the bundle and a Triton model repository.
+
+The ONNX model takes the tensors named in services/ranking/serving.py with a dynamic batch dimension and
+returns the probability of a positive interaction. The Triton repository (`<bundle_dir>/triton/`) gets one
+version directory per bundle (`<model>/<int version>/model.onnx`) next to a config.pbtxt generated from the
+feature contract; Kubernetes mounts that folder into Triton (see docs/deployment.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from services.ranking import features as rf
+from services.ranking.serving import OUTPUT, input_specs, triton_config
+
+
+class _Probability(nn.Module):
+    """Serving wrapper: logits -> (batch, 1) probabilities."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, sparse: torch.Tensor, genres: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model(sparse, genres, dense)).unsqueeze(1)
+
+
+def export_onnx(model: nn.Module, contract: rf.RankerContract, path: Path) -> Path:
+    specs = input_specs(contract)
+    example = tuple(
+        torch.zeros(2, s.width, dtype=torch.int64 if s.numpy_dtype == "int64" else torch.float32) for s in specs
+    )
+    wrapper = _Probability(model).eval()
+    names = [s.name for s in specs]
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter is deprecated but handles this static MLP exactly; see the parity test.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            wrapper,
+            example,
+            str(path),
+            input_names=names,
+            output_names=[OUTPUT],
+            dynamic_axes={name: {0: "batch"} for name in [*names, OUTPUT]},
+            opset_version=17,
+            dynamo=False,
+        )
+    return path
+
+
+def publish_to_triton_repository(
+    repository: Path, model_name: str, version: int, onnx_path: Path, contract: rf.RankerContract
+) -> Path:
+    """Adds `version` of `model_name` to a Triton model repository; returns the version directory."""
+    model_dir = repository / model_name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    target = model_dir / str(version)
+    staged = Path(tempfile.mkdtemp(dir=model_dir, prefix=".staging-"))
+    shutil.copyfile(onnx_path, staged / "model.onnx")
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staged, target)  # Triton never sees a half-copied version directory
+    config = model_dir / "config.pbtxt"
+    fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".config-")
+    with os.fdopen(fd, "w") as f:
+        f.write(triton_config(model_name, contract))
+    os.replace(tmp, config)
+    return target
