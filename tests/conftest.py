@@ -4,6 +4,8 @@ offline sources, the materialised Feast repo and a trained bundle under var/."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,3 +100,18 @@ def pg_schema(postgres_dsn: str) -> Iterator[str]:
     yield schema
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def private_feature_repo(tmp: Path, offline_dir: Path) -> Path:
+    """A copy of features/ whose ../var paths resolve inside `tmp`: the shared offline sources (read-only,
+    symlinked), a copy of the materialised online store, and a registry applied from the current definitions."""
+    repo = tmp / "features"
+    shutil.copytree(REPO / "features", repo, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp / "var" / "data").mkdir(parents=True)
+    (tmp / "var" / "data" / "feast").symlink_to(offline_dir)
+    (tmp / "var" / "feast").mkdir()
+    shutil.copy2(REPO / "var" / "feast" / "online_store.db", tmp / "var" / "feast" / "online_store.db")
+    feast = str(Path(shutil.which("feast") or REPO / ".venv/bin/feast"))
+    result = subprocess.run([feast, "apply"], cwd=repo, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return repo

@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repository, model_control="poll", grpc_port=args.grpc_port, http_port=args.http_port,
         metrics_port=args.metrics_port,
     )  # fmt: skip
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it like Ctrl-C
     server.start()
     print(f"Triton ready on {server.grpc_url} (gRPC), repository {args.repository}; Ctrl-C stops", flush=True)
     try:

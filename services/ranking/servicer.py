@@ -11,8 +11,9 @@ from functools import partial
 import grpc
 
 from recsys.ranking.v1 import ranking_pb2, ranking_pb2_grpc
-from services.common.bundle import load_current
+from services.common.bundle import Bundle, load_current
 from services.common.errors import Unavailable
+from services.common.refresh import PeriodicRefresh, close_later
 from services.common.settings import CommonSettings
 from services.common.validation import check_count, check_id
 from services.ranking.backends import InProcessBackend, RankerBackend, TritonBackend
@@ -37,12 +38,20 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
         self.settings = settings
         self.common = common
         self.loaded: Loaded | None = None
+        self.refresher = PeriodicRefresh("ranking", settings.refresh_seconds, self.refresh)
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         ranking_pb2_grpc.add_RankingServiceServicer_to_server(self, server)
 
     async def load(self) -> None:
-        artifacts = await asyncio.to_thread(lambda: RankerArtifacts.from_bundle(load_current(self.common.bundle_dir)))
+        bundle = await asyncio.to_thread(load_current, self.common.bundle_dir)
+        self.loaded = await self._build(bundle, require_ready=False)
+        log.info("ranking stage loaded bundle %s on the %s backend", bundle.version, self.loaded.backend.name)
+        self.refresher.start()
+
+    async def _build(self, bundle: Bundle, require_ready: bool) -> Loaded:
+        artifacts = await asyncio.to_thread(RankerArtifacts.from_bundle, bundle)
         encoder = await asyncio.to_thread(Encoder.load, artifacts.contract, self.common.feature_repo)
         backend: RankerBackend
         if self.settings.backend == "triton":
@@ -51,17 +60,43 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
             )
             try:
                 await triton.check_ready()
-            except Unavailable as exc:  # serve anyway: Rank answers UNAVAILABLE until Triton is up
-                log.warning("%s", exc.message)
+            except Unavailable as exc:
+                if require_ready:  # a new bundle waits until Triton serves its version
+                    await triton.close()
+                    raise
+                log.warning("%s", exc.message)  # at start-up serve anyway: Rank is UNAVAILABLE until Triton is up
             backend = triton
         else:
             backend = await asyncio.to_thread(
                 InProcessBackend, artifacts.onnx_path, artifacts.contract, self.settings.score_threads
             )
-        self.loaded = Loaded(artifacts.bundle_version, encoder, backend)
-        log.info("ranking stage loaded bundle %s on the %s backend", artifacts.bundle_version, backend.name)
+        return Loaded(bundle.version, encoder, backend)
+
+    async def refresh(self) -> None:
+        """Swaps in a newly published bundle, or else re-reads the item features (re-materialised data)."""
+        current = self.loaded
+        if current is None:
+            return
+        bundle = await asyncio.to_thread(load_current, self.common.bundle_dir)
+        if bundle.version != current.version:
+            try:
+                self.loaded = await self._build(bundle, require_ready=True)
+            except Unavailable as exc:
+                log.warning("bundle %s not switched to yet: %s", bundle.version, exc.message)
+                return
+            self._retire(current.backend)
+            log.info("ranking stage switched from bundle %s to %s", current.version, bundle.version)
+        else:
+            encoder = await asyncio.to_thread(Encoder.load, current.encoder.contract, self.common.feature_repo)
+            self.loaded = Loaded(current.version, encoder, current.backend)
+
+    def _retire(self, backend: RankerBackend) -> None:
+        task = asyncio.create_task(close_later(backend.close, self.settings.grace_seconds))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
+        await self.refresher.stop()
         if self.loaded is not None:
             await self.loaded.backend.close()
 

@@ -55,7 +55,7 @@ output [
 ]
 dynamic_batching {{
   preferred_batch_size: [ 512, 1024, 2048 ]
-  max_queue_delay_microseconds: 500
+  max_queue_delay_microseconds: 100
 }}
 version_policy: {{ latest: {{ num_versions: 2 }} }}
 """

@@ -20,3 +20,6 @@ class RankingSettings(ServerSettings):
     )
     triton_url: str = Field("127.0.0.1:8001", description="host:port of Triton's gRPC endpoint (backend=triton).")
     backend_timeout_ms: int = Field(150, ge=1, description="Deadline of one inference call on the backend.")
+    refresh_seconds: float = Field(
+        60.0, ge=0, description="How often to look for a new bundle and re-read item features; 0 turns it off."
+    )

@@ -4,8 +4,6 @@ very next Recommend sees it. Runs on a private copy of the Feast repository (pus
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,23 +20,8 @@ from services.common.settings import CommonSettings
 from services.gateway.servicer import GatewayApp
 from services.gateway.user_features import UserFeatureReader
 
-from ..conftest import REPO
+from ..conftest import private_feature_repo
 from .conftest import Servers, gateway_settings
-
-
-def private_feature_repo(tmp: Path, offline_dir: Path) -> Path:
-    """A copy of features/ whose ../var paths resolve inside `tmp`: the shared offline sources (read-only,
-    symlinked), a copy of the materialised online store, and a registry applied from the current definitions."""
-    repo = tmp / "features"
-    shutil.copytree(REPO / "features", repo, ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp / "var" / "data").mkdir(parents=True)
-    (tmp / "var" / "data" / "feast").symlink_to(offline_dir)
-    (tmp / "var" / "feast").mkdir()
-    shutil.copy2(REPO / "var" / "feast" / "online_store.db", tmp / "var" / "feast" / "online_store.db")
-    feast = str(Path(shutil.which("feast") or REPO / ".venv/bin/feast"))
-    result = subprocess.run([feast, "apply"], cwd=repo, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return repo
 
 
 @dataclass
