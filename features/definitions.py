@@ -1,24 +1,56 @@
 """Feature definitions: entities, sources, feature views and the feature service each model reads.
 
 Managed with the Feast CLI from this folder: `feast apply`, then `feast materialize-incremental <end>`.
-The Parquet sources are written by `python -m training.prepare` (see training/data/offline.py).
+`python -m training.prepare` writes the sources (training/data/offline.py): Parquet files for the embedded
+`file` offline store, and with `--postgres DSN` the same tables in PostgreSQL for the `postgres` one. The
+source type follows the offline store of the feature_store.yaml next to this file, so the definitions stay
+one set whichever environment's yaml is in place.
 """
 
 from datetime import timedelta
+from pathlib import Path
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
+import yaml
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
+from feast.data_source import DataSource
+from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
 from feast.types import Array, Float32, Int64, String, UnixTimestamp
 
 # The offline data reaches back to 1997: a TTL this long lets `materialize-incremental` and point-in-time
 # joins reach it. Fresher data supersedes older rows by event timestamp, so nothing stale is served.
 HISTORY_TTL = timedelta(days=365 * 40)
 SOURCE_DIR = "../var/data/feast"
+#: PostgreSQL tables are named with this prefix in the offline store's schema (`db_schema`).
+TABLE_PREFIX = "source_"
 
-user = Entity(name="user", join_keys=["user_id"], description="A person who receives recommendations.")
-item = Entity(name="item", join_keys=["item_id"], description="A catalogue item (a movie for MovieLens).")
+
+def _offline_store_type() -> str:
+    config = yaml.safe_load((Path(__file__).with_name("feature_store.yaml")).read_text()) or {}
+    offline = config.get("offline_store") or {}
+    return str(offline.get("type", "file") if isinstance(offline, dict) else offline)
 
 
-def _source(name: str, description: str) -> FileSource:
+OFFLINE_STORE = _offline_store_type()
+
+user = Entity(
+    name="user",
+    join_keys=["user_id"],
+    value_type=ValueType.STRING,
+    description="A person who receives recommendations.",
+)
+item = Entity(
+    name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="A catalogue item (a movie)."
+)
+
+
+def _source(name: str, description: str) -> DataSource:
+    if OFFLINE_STORE == "postgres":
+        return PostgreSQLSource(
+            name=f"{name}_source",
+            table=f"{TABLE_PREFIX}{name}",
+            timestamp_field="event_timestamp",
+            description=description,
+        )
     return FileSource(
         name=f"{name}_source",
         path=f"{SOURCE_DIR}/{name}.parquet",

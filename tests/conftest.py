@@ -115,3 +115,19 @@ def private_feature_repo(tmp: Path, offline_dir: Path) -> Path:
     result = subprocess.run([feast, "apply"], cwd=repo, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     return repo
+
+
+def feast_postgres_env(dsn: str, schema: str) -> dict[str, str]:
+    """The variables features/environments/*.yaml read, for one schema of the test server."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(dsn)
+    return {
+        "FEAST_PG_HOST": str(params.get("host") or "127.0.0.1"),
+        "FEAST_PG_PORT": str(params.get("port") or 5432),
+        "FEAST_PG_DATABASE": str(params.get("dbname") or "postgres"),
+        "FEAST_PG_USER": str(params.get("user") or "postgres"),
+        "FEAST_PG_SSLMODE": str(params.get("sslmode") or "disable"),
+        "FEAST_PG_SCHEMA": schema,
+        "PGPASSWORD": str(params.get("password") or os.environ.get("PGPASSWORD", "")),
+    }

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from services.common.settings import DEFAULT_VAR
 from training.data.movielens import DatasetError, load_movielens_100k
-from training.data.offline import write_offline_sources
+from training.data.offline import load_into_postgres, write_offline_sources
 from training.data.synthetic import generate
 
 log = logging.getLogger("training.prepare")
@@ -27,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, help="a GroupLens ml-100k folder or RecBole atomic files")
     parser.add_argument("--synthetic", metavar="USERSxITEMS", help="generate a synthetic data set instead")
     parser.add_argument("--out", type=Path, default=OFFLINE_DIR, help="where the Parquet sources go")
+    parser.add_argument(
+        "--postgres",
+        metavar="DSN",
+        help="also load the sources into PostgreSQL, for the `postgres` offline store (password from PGPASSWORD)",
+    )
+    parser.add_argument("--schema", default="feast", help="PostgreSQL schema of the source tables (--postgres)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
@@ -48,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         time.perf_counter() - started,
     )
-    for _name, path in paths.items():
+    for path in paths.values():
         log.info("  %s", path)
+    if args.postgres:
+        counts = load_into_postgres(paths, args.postgres, args.schema)
+        log.info("loaded into PostgreSQL schema %s: %s", args.schema, counts)
     return 0
 
 

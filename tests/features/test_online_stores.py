@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 import pytest
 
-from ..conftest import REDIS_URL, REPO, RUN_ID, require
+from ..conftest import REDIS_URL, REPO, RUN_ID, feast_postgres_env, require
 
 ENVIRONMENTS = {"sqlite": "feature_store.yaml", "redis": "postgres-redis.yaml", "postgres": "postgres.yaml"}
 ACTIVITY = ["user_activity:interaction_count", "user_activity:mean_rating", "user_activity:recent_item_ids"]
@@ -36,21 +36,6 @@ def _redis_address() -> str:
     return f"{url.hostname or '127.0.0.1'}:{url.port or 6379},db={db}{password}"
 
 
-def _postgres_env(dsn: str, schema: str) -> dict[str, str]:
-    from psycopg.conninfo import conninfo_to_dict
-
-    params = conninfo_to_dict(dsn)
-    return {
-        "FEAST_PG_HOST": str(params.get("host") or "127.0.0.1"),
-        "FEAST_PG_PORT": str(params.get("port") or 5432),
-        "FEAST_PG_DATABASE": str(params.get("dbname") or "postgres"),
-        "FEAST_PG_USER": str(params.get("user") or "postgres"),
-        "FEAST_PG_SSLMODE": str(params.get("sslmode") or "disable"),
-        "FEAST_PG_SCHEMA": schema,
-        "PGPASSWORD": str(params.get("password") or os.environ.get("PGPASSWORD", "")),
-    }
-
-
 @pytest.fixture(scope="module", params=list(ENVIRONMENTS))
 def store(
     request: pytest.FixtureRequest, offline_dir: Path, tmp_path_factory: pytest.TempPathFactory
@@ -67,7 +52,7 @@ def store(
     dsn = ""
     if request.param != "sqlite":
         dsn = request.getfixturevalue("postgres_dsn")
-        env = _postgres_env(dsn, project)
+        env = feast_postgres_env(dsn, project)
         _postgres(dsn, "CREATE SCHEMA {}", project)
     if request.param == "redis":
         env["FEAST_REDIS"] = _redis_address()

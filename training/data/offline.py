@@ -124,3 +124,60 @@ def item_stat_snapshots(inter: pd.DataFrame) -> pd.DataFrame:
             - pd.Timedelta(seconds=1),
         }
     )
+
+
+#: Column types of the source tables in a PostgreSQL offline store (Feast maps text[] to a string list).
+POSTGRES_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "interactions": [("user_id", "text"), ("item_id", "text"), ("rating", "real"), ("event_timestamp", "timestamptz")],
+    "users": [
+        ("user_id", "text"), ("age_bucket", "bigint"), ("gender", "text"), ("occupation", "text"),
+        ("zip_prefix", "text"), ("event_timestamp", "timestamptz"),
+    ],
+    "items": [
+        ("item_id", "text"), ("title", "text"), ("year", "bigint"), ("genres", "text[]"),
+        ("event_timestamp", "timestamptz"),
+    ],
+    "user_activity": [
+        ("user_id", "text"), ("interaction_count", "bigint"), ("mean_rating", "real"), ("recent_item_ids", "text[]"),
+        ("last_active", "timestamptz"), ("event_timestamp", "timestamptz"),
+    ],
+    "item_stats": [
+        ("item_id", "text"), ("popularity", "bigint"), ("mean_rating", "real"), ("recent_popularity", "bigint"),
+        ("event_timestamp", "timestamptz"),
+    ],
+}  # fmt: skip
+TABLE_PREFIX = "source_"  # as in features/definitions.py; unlike Feast's online tables (<project>_<view>)
+
+
+def load_into_postgres(paths: dict[str, Path], dsn: str, schema: str) -> dict[str, int]:
+    """Replaces the source tables in `schema` with the Parquet sources, in one transaction (COPY).
+
+    Returns rows per table. Readers see the old tables or the new ones, never a half-loaded one.
+    """
+    import psycopg
+    from psycopg import sql
+
+    counts: dict[str, int] = {}
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        for name, columns in POSTGRES_COLUMNS.items():
+            table = sql.Identifier(schema, TABLE_PREFIX + name)
+            frame = pd.read_parquet(paths[name], columns=[c for c, _ in columns])
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+            cur.execute(
+                sql.SQL("CREATE TABLE {} ({})").format(
+                    table, sql.SQL(", ").join(sql.SQL("{} " + t).format(sql.Identifier(c)) for c, t in columns)
+                )
+            )
+            values = [
+                frame[c].map(list).tolist() if t == "text[]" else frame[c].tolist()  # numpy arrays -> lists
+                for c, t in columns
+            ]
+            names = sql.SQL(", ").join(sql.Identifier(c) for c, _ in columns)
+            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, names)) as copy:
+                for row in zip(*values, strict=True):
+                    copy.write_row(row)
+            key = columns[0][0]
+            cur.execute(sql.SQL("CREATE INDEX ON {} ({}, event_timestamp)").format(table, sql.Identifier(key)))
+            counts[name] = len(frame)
+    return counts

@@ -98,6 +98,9 @@ containers:
         value: {{ $root.Values.logging.json | quote }}
       - name: RAY_USAGE_STATS_ENABLED
         value: "0"
+      {{- if eq $root.Values.feast.offlineStore "postgres" }}
+      {{- include "recsys.secretEnv" $root | nindent 6 }}
+      {{- end }}
       {{- with $g.env }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
