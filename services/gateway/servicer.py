@@ -20,6 +20,7 @@ from services.common.settings import CommonSettings
 from services.gateway.eventlog import EventLog, open_event_log
 from services.gateway.feedback import check_events
 from services.gateway.fresh_features import ActivityPusher
+from services.gateway.impressions import ImpressionLogger
 from services.gateway.pipeline import RecommendPipeline, Stages
 from services.gateway.settings import GatewaySettings
 from services.gateway.user_features import UserFeatureReader
@@ -39,6 +40,7 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
         self.common = common
         self.pipeline: RecommendPipeline | None = None
         self.activity: ActivityPusher | None = None
+        self.impressions: ImpressionLogger | None = None
         self._event_log = event_log  # injected (tests) or built from the settings in load()
         self.event_log: EventLog | None = None  # set once opened
         self.channels: list[grpc.aio.Channel] = []
@@ -67,6 +69,10 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
         event_log = self._event_log or open_event_log(s)
         await event_log.open()
         self.event_log = event_log
+        self.impressions = ImpressionLogger(
+            event_log, s.impression_queue, s.impression_batch, backpressure_s=s.impression_backpressure_ms / 1000
+        )
+        self.impressions.start()
         log.info("gateway loaded bundle %s", self.pipeline.bundle_version)
 
     def _load_pipeline(self, stages: Stages) -> RecommendPipeline:
@@ -79,6 +85,8 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
     async def close(self) -> None:
         for channel in self.channels:
             await channel.close()
+        if self.impressions is not None:
+            await self.impressions.close()
         if self.event_log is not None:
             await self.event_log.close()
 
@@ -90,7 +98,10 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
     async def Recommend(
         self, request: gateway_pb2.RecommendRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.RecommendResponse:
-        return await self._ready().recommend(request)
+        reply = await self._ready().recommend(request)
+        if self.impressions is not None:
+            await self.impressions.submit(request.user_id, reply)
+        return reply
 
     async def SimilarItems(
         self, request: gateway_pb2.SimilarItemsRequest, context: grpc.aio.ServicerContext

@@ -53,3 +53,10 @@ class GatewaySettings(ServerSettings):
     )
     activity_push_source: str = Field("user_activity_push", description="Feast push source of user activity.")
     user_feature_service: str = Field("gateway_user_v1", description="Feast FeatureService read per request.")
+    impression_queue: int = Field(10_000, ge=1, description="Answers waiting to be written to the impression log.")
+    impression_batch: int = Field(500, ge=1, description="Most impression rows written per transaction.")
+    impression_backpressure_ms: float = Field(
+        50.0,
+        ge=0,
+        description="How long Recommend waits for room in a full impression queue before dropping (counted)",
+    )

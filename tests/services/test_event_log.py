@@ -21,7 +21,7 @@ from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.errors import Unavailable
 from services.common.server import start_and_load
 from services.gateway import migrate as migrate_command
-from services.gateway.eventlog import Event, EventLog
+from services.gateway.eventlog import Event, EventLog, Impression
 from services.gateway.eventlog.postgres import PostgresEventLog, load_migrations
 from services.gateway.eventlog.sqlite import SqliteEventLog
 from services.gateway.servicer import GatewayApp
@@ -56,6 +56,19 @@ async def open_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     yield open_
     for log in opened:
         await log.close()
+
+
+async def test_impressions_are_stored_once_per_request_and_position(open_log: OpenLog) -> None:
+    log = await open_log()
+    rows = [
+        Impression(f"req-{r}", p, "u1", str(p), "v1", "embedding", 0.9 - p / 10, 3.0, 0.4, 0.9, "", 1.7e9)
+        for r in range(3)
+        for p in range(5)
+    ]
+    await log.append_impressions(rows)
+    await log.append_impressions(rows[:5])  # a retried flush
+    assert await log.count_impressions() == 15
+    assert await log.count() == 0, "impressions are not feedback events"
 
 
 def _events(prefix: str, n: int, user: str = "u") -> list[Event]:
@@ -212,6 +225,20 @@ def _feedback(prefix: str, n: int) -> gateway_pb2.RecordFeedbackRequest:
     )
 
 
+async def _record_retrying(
+    stub: gateway_pb2_grpc.GatewayServiceStub, request: gateway_pb2.RecordFeedbackRequest, attempts: int = 6
+) -> gateway_pb2.RecordFeedbackResponse:
+    """What a client does: retry UNAVAILABLE with the same event ids (the pool may still be reconnecting)."""
+    for attempt in range(attempts):
+        try:
+            return await stub.RecordFeedback(request, timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 async def test_record_feedback_is_unavailable_while_postgres_is_unreachable(
     stage_servers: Servers, common_settings, postgres_dsn: str, pg_schema: str, tmp_path: Path
 ) -> None:
@@ -229,7 +256,7 @@ async def test_record_feedback_is_unavailable_while_postgres_is_unreachable(
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     stub = gateway_pb2_grpc.GatewayServiceStub(channel)
     try:
-        assert (await stub.RecordFeedback(_feedback("before", 10))).accepted == 10
+        assert (await _record_retrying(stub, _feedback("before", 10))).accepted == 10
         await proxy.cut()
         for attempt in range(2):
             with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -239,7 +266,7 @@ async def test_record_feedback_is_unavailable_while_postgres_is_unreachable(
         recommended = await stub.Recommend(gateway_pb2.RecommendRequest(user_id="196", count=5))
         assert len(recommended.items) == 5, "recommendations do not depend on the event log"
         await proxy.start()
-        retried = await stub.RecordFeedback(_feedback("during", 10), timeout=10)
+        retried = await _record_retrying(stub, _feedback("during", 10))
         assert (retried.accepted, retried.duplicates) == (10, 0), "nothing of the failed batch was stored"
     finally:
         await channel.close()

@@ -33,6 +33,24 @@ class Event:
     surface: str = ""
 
 
+@dataclass(frozen=True)
+class Impression:
+    """One item of one Recommend answer, at its position (0 = first)."""
+
+    request_id: str
+    position: int
+    user_id: str
+    item_id: str
+    bundle_version: str
+    source: str
+    score: float
+    retrieval: float
+    ranking: float
+    rerank: float
+    degraded: str  # comma-separated degraded stages of the answer, "" when none
+    timestamp: float  # seconds since the epoch
+
+
 class EventLog(Protocol):
     async def open(self) -> None:
         """Connects and brings the schema up to date; idempotent. May leave the log unreachable (then
@@ -47,6 +65,13 @@ class EventLog(Protocol):
     async def count(self) -> int:
         """How many events are stored."""
         ...
+
+    async def append_impressions(self, impressions: Sequence[Impression]) -> None:
+        """Stores impressions in one transaction; rows already stored (same request and position) are kept.
+        Raises Unavailable when the batch may not have been stored."""
+        ...
+
+    async def count_impressions(self) -> int: ...
 
     async def close(self) -> None: ...
 
@@ -67,4 +92,4 @@ def open_event_log(settings: GatewaySettings) -> EventLog:
     return SqliteEventLog(settings.event_log_path)
 
 
-__all__ = ["Event", "EventLog", "open_event_log"]
+__all__ = ["Event", "EventLog", "Impression", "open_event_log"]

@@ -25,7 +25,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from services.common.errors import Unavailable
-from services.gateway.eventlog import Event
+from services.gateway.eventlog import Event, Impression
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,14 @@ class PostgresEventLog:
             " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
         ).format(ident)
         self._count = sql.SQL("SELECT count(*) FROM {}.events").format(ident)
+        self._insert_impressions = sql.SQL(
+            "INSERT INTO {}.impressions (request_id, position, user_id, item_id, bundle_version, source, score,"
+            " retrieval, ranking, rerank, degraded, ts)"
+            " SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[],"
+            " %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::text[], %s::timestamptz[])"
+            " ON CONFLICT (request_id, position) DO NOTHING"
+        ).format(ident)
+        self._count_impressions = sql.SQL("SELECT count(*) FROM {}.impressions").format(ident)
         self._migrated = False
         self._migrate_lock = asyncio.Lock()
 
@@ -185,6 +193,39 @@ class PostgresEventLog:
             async with asyncio.timeout(self.timeout_s), self.pool.connection() as conn:
                 cur = await conn.execute(self._count)
                 row = await cur.fetchone()
+        except (psycopg.Error, TimeoutError) as exc:
+            raise Unavailable(f"the event log could not be read: {_reason(exc)}") from exc
+        return int(row[0]) if row else 0
+
+    async def append_impressions(self, impressions: Sequence[Impression]) -> None:
+        if not impressions:
+            return
+        columns = (
+            [i.request_id for i in impressions],
+            [i.position for i in impressions],
+            [i.user_id for i in impressions],
+            [i.item_id for i in impressions],
+            [i.bundle_version for i in impressions],
+            [i.source for i in impressions],
+            [i.score for i in impressions],
+            [i.retrieval for i in impressions],
+            [i.ranking for i in impressions],
+            [i.rerank for i in impressions],
+            [i.degraded for i in impressions],
+            [datetime.fromtimestamp(i.timestamp, UTC) for i in impressions],
+        )
+        await self._ensure_migrated()
+        try:
+            async with asyncio.timeout(self.timeout_s), self.pool.connection() as conn:
+                await conn.execute(self._insert_impressions, columns)
+        except (psycopg.Error, TimeoutError) as exc:
+            raise Unavailable(f"the event log could not store impressions: {_reason(exc)}") from exc
+
+    async def count_impressions(self) -> int:
+        await self._ensure_migrated()
+        try:
+            async with asyncio.timeout(self.timeout_s), self.pool.connection() as conn:
+                row = await (await conn.execute(self._count_impressions)).fetchone()
         except (psycopg.Error, TimeoutError) as exc:
             raise Unavailable(f"the event log could not be read: {_reason(exc)}") from exc
         return int(row[0]) if row else 0

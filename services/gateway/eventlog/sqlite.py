@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from services.common.errors import Unavailable
-from services.gateway.eventlog import Event
+from services.gateway.eventlog import Event, Impression
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -24,9 +24,30 @@ CREATE TABLE IF NOT EXISTS events (
     received   REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
 );
 CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts);
+CREATE TABLE IF NOT EXISTS impressions (
+    request_id     TEXT NOT NULL,
+    position       INTEGER NOT NULL,
+    user_id        TEXT NOT NULL,
+    item_id        TEXT NOT NULL,
+    bundle_version TEXT NOT NULL,
+    source         TEXT NOT NULL,
+    score          REAL NOT NULL,
+    retrieval      REAL NOT NULL,
+    ranking        REAL NOT NULL,
+    rerank         REAL NOT NULL,
+    degraded       TEXT NOT NULL DEFAULT '',
+    ts             REAL NOT NULL,
+    PRIMARY KEY (request_id, position)
+);
+CREATE INDEX IF NOT EXISTS impressions_user_ts ON impressions (user_id, ts);
 """
 
 # Only a repeated event id is skipped; any other constraint failure fails the batch (never a silent drop).
+_INSERT_IMPRESSION = (
+    "INSERT INTO impressions (request_id, position, user_id, item_id, bundle_version, source, score, retrieval,"
+    " ranking, rerank, degraded, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (request_id, position) DO NOTHING"
+)
 _INSERT = (
     "INSERT INTO events (event_id, user_id, item_id, event_type, value, ts, device, surface)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
@@ -84,6 +105,36 @@ class SqliteEventLog:
 
     async def count(self) -> int:
         return await asyncio.to_thread(self._count)
+
+    async def append_impressions(self, impressions: Sequence[Impression]) -> None:
+        if impressions:
+            await asyncio.to_thread(self._append_impressions, impressions)
+
+    def _append_impressions(self, impressions: Sequence[Impression]) -> None:
+        rows = [
+            (i.request_id, i.position, i.user_id, i.item_id, i.bundle_version, i.source, i.score, i.retrieval,
+             i.ranking, i.rerank, i.degraded, i.timestamp)
+            for i in impressions
+        ]  # fmt: skip
+        try:
+            with self._lock:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(_INSERT_IMPRESSION, rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise Unavailable(f"the event log could not store impressions: {exc}") from exc
+
+    async def count_impressions(self) -> int:
+        return await asyncio.to_thread(self._count_table, "impressions")
+
+    def _count_table(self, table: str) -> int:
+        with self._lock:
+            return int(self._connection().execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
     def _count(self) -> int:
         with self._lock:
