@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -176,26 +177,26 @@ class PostgresEventLog:
             [e.device for e in events],
             [e.surface for e in events],
         )
-        await self._ensure_migrated()
-        try:
-            # The deadline covers waiting for a connection and the statement. Running out of it may leave
-            # the outcome unknown; the client then retries with the same event ids, which is safe.
-            async with asyncio.timeout(self.timeout_s), self.pool.connection() as conn:
-                cur = await conn.execute(self._insert, columns)
-                stored = {row[0] for row in await cur.fetchall()}
-        except (psycopg.Error, TimeoutError) as exc:
-            raise Unavailable(f"the event log could not store the batch: {_reason(exc)}") from exc
+        stored = {row[0] for row in await self._run(self._insert, columns, "could not store the batch")}
         return [e for e in events if e.event_id in stored]
 
-    async def count(self) -> int:
+    async def _run(self, statement: sql.Composed, params: Sequence[object] | None, failure: str) -> list[Any]:
+        """Runs one statement (one transaction: autocommit) and returns its rows; Unavailable on failure.
+
+        The deadline covers waiting for a connection and the statement. Running out of it may leave the
+        outcome of a write unknown; writes are idempotent, so the client retries with the same ids.
+        """
         await self._ensure_migrated()
         try:
             async with asyncio.timeout(self.timeout_s), self.pool.connection() as conn:
-                cur = await conn.execute(self._count)
-                row = await cur.fetchone()
+                cur = await conn.execute(statement, params)
+                return await cur.fetchall() if cur.description else []
         except (psycopg.Error, TimeoutError) as exc:
-            raise Unavailable(f"the event log could not be read: {_reason(exc)}") from exc
-        return int(row[0]) if row else 0
+            raise Unavailable(f"the event log {failure}: {_reason(exc)}") from exc
+
+    async def count(self) -> int:
+        rows = await self._run(self._count, None, "could not be read")
+        return int(rows[0][0]) if rows else 0
 
     async def append_impressions(self, impressions: Sequence[Impression]) -> None:
         if not impressions:
@@ -214,21 +215,11 @@ class PostgresEventLog:
             [i.degraded for i in impressions],
             [datetime.fromtimestamp(i.timestamp, UTC) for i in impressions],
         )
-        await self._ensure_migrated()
-        try:
-            async with asyncio.timeout(self.timeout_s), self.pool.connection() as conn:
-                await conn.execute(self._insert_impressions, columns)
-        except (psycopg.Error, TimeoutError) as exc:
-            raise Unavailable(f"the event log could not store impressions: {_reason(exc)}") from exc
+        await self._run(self._insert_impressions, columns, "could not store impressions")
 
     async def count_impressions(self) -> int:
-        await self._ensure_migrated()
-        try:
-            async with asyncio.timeout(self.timeout_s), self.pool.connection() as conn:
-                row = await (await conn.execute(self._count_impressions)).fetchone()
-        except (psycopg.Error, TimeoutError) as exc:
-            raise Unavailable(f"the event log could not be read: {_reason(exc)}") from exc
-        return int(row[0]) if row else 0
+        rows = await self._run(self._count_impressions, None, "could not be read")
+        return int(rows[0][0]) if rows else 0
 
     async def close(self) -> None:
         await self.pool.close()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from services.common.errors import Unavailable
 from services.gateway.eventlog import Event, Impression
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -84,24 +87,31 @@ class SqliteEventLog:
             return []
         return await asyncio.to_thread(self._append, events)
 
-    def _append(self, events: Sequence[Event]) -> list[Event]:
-        new: list[Event] = []
+    def _transaction(self, what: str, write: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs `write` in one write transaction; any failure rolls it back and raises Unavailable."""
         try:
             with self._lock:
                 conn = self._connection()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    for e in events:
-                        row = (e.event_id, e.user_id, e.item_id, e.event_type, e.value, e.timestamp)
-                        if conn.execute(_INSERT, (*row, e.device, e.surface)).rowcount == 1:
-                            new.append(e)
+                    result = write(conn)
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
-            raise Unavailable(f"the event log could not store the batch: {exc}") from exc
-        return new
+            raise Unavailable(f"the event log could not store {what}: {exc}") from exc
+        return result
+
+    def _append(self, events: Sequence[Event]) -> list[Event]:
+        def write(conn: sqlite3.Connection) -> list[Event]:
+            rows = [
+                (e.event_id, e.user_id, e.item_id, e.event_type, e.value, e.timestamp, e.device, e.surface)
+                for e in events
+            ]
+            return [e for e, row in zip(events, rows, strict=True) if conn.execute(_INSERT, row).rowcount == 1]
+
+        return self._transaction("the batch", write)
 
     async def count(self) -> int:
         return await asyncio.to_thread(self._count)
@@ -116,18 +126,7 @@ class SqliteEventLog:
              i.ranking, i.rerank, i.degraded, i.timestamp)
             for i in impressions
         ]  # fmt: skip
-        try:
-            with self._lock:
-                conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.executemany(_INSERT_IMPRESSION, rows)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-        except sqlite3.Error as exc:
-            raise Unavailable(f"the event log could not store impressions: {exc}") from exc
+        self._transaction("impressions", lambda conn: conn.executemany(_INSERT_IMPRESSION, rows))
 
     async def count_impressions(self) -> int:
         return await asyncio.to_thread(self._count_table, "impressions")
