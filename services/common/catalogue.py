@@ -34,6 +34,22 @@ def read_item_features(
         raise Unavailable(f"cannot read item features from the Feast repo at {feature_repo}: {exc}") from exc
 
 
+def materialization_marks(feature_repo: Path, service: str = ITEM_PROFILE_SERVICE) -> tuple[str, ...]:
+    """When each feature view of a FeatureService was last materialised, from a fresh read of the registry.
+
+    Cheap next to re-reading every item's features: a change of these marks is what tells a service that its
+    in-memory copy is stale.
+    """
+    try:
+        from feast import FeatureStore
+
+        store = FeatureStore(repo_path=str(feature_repo))
+        views = [p.name for p in store.get_feature_service(service).feature_view_projections]
+        return tuple(f"{v}={store.get_feature_view(v).most_recent_end_time}" for v in sorted(views))
+    except Exception as exc:  # the Feast SDK raises many types; all mean "registry unavailable"
+        raise Unavailable(f"cannot read the feature registry at {feature_repo}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class Catalogue:
     """Descriptive item data aligned with the bundle's item order (index i is item_ids[i])."""

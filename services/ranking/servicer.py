@@ -12,6 +12,7 @@ import grpc
 
 from recsys.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from services.common.bundle import Bundle, load_current
+from services.common.catalogue import materialization_marks
 from services.common.errors import Unavailable
 from services.common.refresh import PeriodicRefresh, close_later
 from services.common.settings import CommonSettings
@@ -39,6 +40,7 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
         self.common = common
         self.loaded: Loaded | None = None
         self.refresher = PeriodicRefresh("ranking", settings.refresh_seconds, self.refresh)
+        self._feature_marks: tuple[str, ...] = ()
         self._retiring: set[asyncio.Task[None]] = set()
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
@@ -46,6 +48,7 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
 
     async def load(self) -> None:
         bundle = await asyncio.to_thread(load_current, self.common.bundle_dir)
+        self._feature_marks = await asyncio.to_thread(materialization_marks, self.common.feature_repo)
         self.loaded = await self._build(bundle, require_ready=False)
         log.info("ranking stage loaded bundle %s on the %s backend", bundle.version, self.loaded.backend.name)
         self.refresher.start()
@@ -73,22 +76,28 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
         return Loaded(bundle.version, encoder, backend)
 
     async def refresh(self) -> None:
-        """Swaps in a newly published bundle, or else re-reads the item features (re-materialised data)."""
+        """Swaps in a newly published bundle, or else re-reads the item features once they were re-materialised."""
         current = self.loaded
         if current is None:
             return
         bundle = await asyncio.to_thread(load_current, self.common.bundle_dir)
         if bundle.version != current.version:
             try:
+                marks = await asyncio.to_thread(materialization_marks, self.common.feature_repo)
                 self.loaded = await self._build(bundle, require_ready=True)
+                self._feature_marks = marks
             except Unavailable as exc:
                 log.warning("bundle %s not switched to yet: %s", bundle.version, exc.message)
                 return
             self._retire(current.backend)
             log.info("ranking stage switched from bundle %s to %s", current.version, bundle.version)
-        else:
+            return
+        marks = await asyncio.to_thread(materialization_marks, self.common.feature_repo)
+        if marks != self._feature_marks:
             encoder = await asyncio.to_thread(Encoder.load, current.encoder.contract, self.common.feature_repo)
             self.loaded = Loaded(current.version, encoder, current.backend)
+            self._feature_marks = marks
+            log.info("ranking stage re-read the item features (materialised again)")
 
     def _retire(self, backend: RankerBackend) -> None:
         task = asyncio.create_task(close_later(backend.close, self.settings.grace_seconds))

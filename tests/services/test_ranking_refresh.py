@@ -58,6 +58,10 @@ async def test_a_new_bundle_is_served_without_a_restart(bundle: Bundle, common_s
 
 async def test_rematerialised_item_features_are_picked_up(common_settings, offline_dir: Path, tmp_path: Path) -> None:
     repo = private_feature_repo(tmp_path, offline_dir)
+    from feast import FeatureStore
+
+    store = FeatureStore(repo_path=str(repo))
+    store.materialize_incremental(end_date=datetime.now(UTC))  # the baseline: views marked as materialised
     app = RankingApp(
         RankingSettings(port=0, refresh_seconds=0), common_settings.model_copy(update={"feature_repo": repo})
     )
@@ -67,10 +71,8 @@ async def test_rematerialised_item_features_are_picked_up(common_settings, offli
         request = ranking_pb2.RankRequest(user=USER, item_ids=["1679", "1", "50"])
         before = list((await stub.Rank(request)).scores)
 
-        from feast import FeatureStore
-
         # An obscure item suddenly becomes the most popular, best rated item (new statistics materialised).
-        FeatureStore(repo_path=str(repo)).write_to_online_store(
+        store.write_to_online_store(
             "item_stats",
             pd.DataFrame(
                 {
@@ -83,6 +85,10 @@ async def test_rematerialised_item_features_are_picked_up(common_settings, offli
             ),
         )
         assert list((await stub.Rank(request)).scores) == before, "features are held in memory until a refresh"
+        await app.refresh()
+        assert list((await stub.Rank(request)).scores) == before, "re-read only when the views are materialised"
+        # A later run covers only the time since the baseline (no new source rows): it moves the marks.
+        store.materialize_incremental(end_date=datetime.now(UTC))
         await app.refresh()
         after = list((await stub.Rank(request)).scores)
         assert after[0] != pytest.approx(before[0], abs=1e-6), "the refreshed item scores differently"
