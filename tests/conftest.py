@@ -102,18 +102,33 @@ def pg_schema(postgres_dsn: str) -> Iterator[str]:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-def private_feature_repo(tmp: Path, offline_dir: Path) -> Path:
-    """A copy of features/ whose ../var paths resolve inside `tmp`: the shared offline sources (read-only,
-    symlinked), a copy of the materialised online store, and a registry applied from the current definitions."""
+def copy_feature_repo(tmp: Path, offline_dir: Path, feature_store_yaml: str | None = None) -> Path:
+    """A copy of features/ whose ../var paths resolve inside `tmp`: the shared offline sources symlinked (only
+    read), an empty var/feast, and `feature_store_yaml` in place of the embedded default when given."""
     repo = tmp / "features"
-    shutil.copytree(REPO / "features", repo, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "features", repo, ignore=shutil.ignore_patterns("__pycache__", "environments"))
+    if feature_store_yaml is not None:
+        (repo / "feature_store.yaml").write_text(feature_store_yaml)
     (tmp / "var" / "data").mkdir(parents=True)
     (tmp / "var" / "data" / "feast").symlink_to(offline_dir)
     (tmp / "var" / "feast").mkdir()
-    shutil.copy2(REPO / "var" / "feast" / "online_store.db", tmp / "var" / "feast" / "online_store.db")
+    return repo
+
+
+def run_feast(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Runs the Feast CLI in `repo` as a user would; its stdout, or a failure showing its stderr."""
     feast = str(Path(shutil.which("feast") or REPO / ".venv/bin/feast"))
-    result = subprocess.run([feast, "apply"], cwd=repo, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = subprocess.run([feast, *args], cwd=repo, capture_output=True, text=True, timeout=300, check=False, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def private_feature_repo(tmp: Path, offline_dir: Path) -> Path:
+    """`copy_feature_repo` plus a copy of the materialised online store and a registry applied from the current
+    definitions: a store tests may write to without touching the shared one."""
+    repo = copy_feature_repo(tmp, offline_dir)
+    shutil.copy2(REPO / "var" / "feast" / "online_store.db", tmp / "var" / "feast" / "online_store.db")
+    run_feast(repo, "apply")
     return repo
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from services.common import bundle as bundle_format
 from services.common.retrieval_data import RETRIEVAL_CONTRACT
@@ -55,7 +54,6 @@ def _git_commit() -> str:
 def train_and_publish(
     offline_dir: Path, bundle_dir: Path, mf_config: MfConfig, ranker_config: RankerConfig
 ) -> bundle_format.Bundle:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.perf_counter()
     inter, users, items = load_sources(offline_dir)
     item_ids = items["item_id"].tolist()

@@ -12,7 +12,6 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -65,7 +64,7 @@ def run(
     backends: Sequence[str], candidates: Sequence[int], concurrency: Sequence[int], requests: int
 ) -> dict[str, Any]:
     from services.common.bundle import load_current
-    from services.common.settings import CommonSettings
+    from services.common.settings import DEFAULT_VAR, CommonSettings
     from services.ranking.local_triton import LocalTriton
     from services.ranking.scorer import RankerArtifacts
     from services.stack import Stack, free_port
@@ -78,7 +77,9 @@ def run(
         env = {"RECSYS_RANKING_BACKEND": backend}
         if backend == "triton":
             triton = LocalTriton(
-                common.bundle_dir / "triton", models=(artifacts.triton_model,), log_path=Path("var/logs/triton.log")
+                common.bundle_dir / "triton",
+                models=(artifacts.triton_model,),
+                log_path=DEFAULT_VAR / "logs" / "triton.log",
             ).start()
             env["RECSYS_RANKING_TRITON_URL"] = triton.grpc_url
         stack = Stack(ports={"ranking": free_port()}, env=env)

@@ -25,10 +25,8 @@ from services.common.errors import NotFound
 from services.common.retrieval_data import (
     RETRIEVAL_COMPONENT,
     RETRIEVAL_CONTRACT,
-    Exclusions,
-    allowed_mask,
     fallback_from_arrays,
-    resolve_rows,
+    normalised_item_factors,
 )
 
 SOURCE_EMBEDDING = common_pb2.CANDIDATE_SOURCE_EMBEDDING
@@ -81,12 +79,9 @@ class Retriever:
         dim = self.item_vectors.shape[1]
         self.index = faiss.IndexFlatIP(dim)
         self.index.add(self.item_vectors)
-        # Item-to-item similarity uses the normalised factors without the bias column.
-        factors = self.item_vectors[:, :-1].copy()
-        faiss.normalize_L2(factors)
-        self.similarity_index = faiss.IndexFlatIP(factors.shape[1])
-        self.similarity_index.add(factors)
-        self.normalised_factors = factors
+        self.normalised_factors = normalised_item_factors(self.item_vectors)
+        self.similarity_index = faiss.IndexFlatIP(self.normalised_factors.shape[1])
+        self.similarity_index.add(self.normalised_factors)
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, feature_repo: Path) -> Retriever:
@@ -100,15 +95,14 @@ class Retriever:
         return self.fallback.item_pos
 
     def retrieve(self, query: RetrievalQuery) -> Candidates:
-        recent_rows = resolve_rows(self.item_pos, query.recent_item_ids)
-        excluded = np.concatenate(
-            [
-                self.fallback.seen.rows(query.user_id),
-                recent_rows,
-                resolve_rows(self.item_pos, query.exclude_item_ids),
-            ]
+        allowed, recent_rows = self.fallback.candidate_mask(
+            self.catalogue,
+            query.user_id,
+            query.recent_item_ids,
+            query.exclude_item_ids,
+            query.include_genres,
+            query.exclude_genres,
         )
-        allowed = allowed_mask(self.catalogue, Exclusions(query.include_genres, query.exclude_genres, excluded))
         user_pos = self.fallback.seen.user_pos.get(query.user_id)
         if user_pos is not None:
             rows, scores = _search(self.index, self.user_vectors[user_pos], query.count, allowed)

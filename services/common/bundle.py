@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,12 @@ class Bundle:
     def contract(self, name: str) -> dict[str, Any]:
         return dict(self.manifest.components[name].get("contract", {}))
 
-    def load_arrays(self, name: str, expected_contract: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    def load_arrays(
+        self, name: str, expected_contract: dict[str, Any] | None = None, keys: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The arrays of an .npz component; with `keys`, only those are read from disk."""
         with np.load(self.component(name, expected_contract), allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+            return {key: data[key] for key in (keys if keys is not None else data.files)}
 
 
 def load_current(bundle_dir: Path) -> Bundle:

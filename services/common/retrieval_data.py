@@ -48,6 +48,22 @@ def resolve_rows(item_pos: dict[str, int], item_ids: Sequence[str]) -> np.ndarra
     return np.fromiter((item_pos[i] for i in item_ids if i in item_pos), dtype=np.int64)
 
 
+def known_rows(item_pos: dict[str, int], item_ids: Sequence[str], what: str) -> np.ndarray:
+    """Rows of `item_ids`, which must all be known: InvalidArgument naming (up to five of) the unknown ones."""
+    rows = np.fromiter((item_pos.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+    if (rows < 0).any():
+        unknown = [item_ids[i] for i in np.flatnonzero(rows < 0)[:5]]
+        raise InvalidArgument(f"{what}: {', '.join(unknown)}")
+    return rows
+
+
+def normalised_item_factors(item_vectors: np.ndarray) -> np.ndarray:
+    """The item factors without the bias column, L2-normalised: the space in which "similar" is measured."""
+    factors = np.asarray(item_vectors[:, :-1], dtype=np.float32)
+    norms = np.linalg.norm(factors, axis=1, keepdims=True)
+    return np.ascontiguousarray(factors / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+
 def check_genres(catalogue: Catalogue, names: Sequence[str]) -> None:
     """Raises InvalidArgument naming the unknown genres and listing the known ones."""
     unknown = catalogue.unknown_genres(names)
@@ -92,10 +108,28 @@ class FallbackData:
     popular: PopularItems
     seen: SeenItems
 
+    def candidate_mask(
+        self,
+        catalogue: Catalogue,
+        user_id: str,
+        recent_item_ids: Sequence[str],
+        exclude_item_ids: Sequence[str],
+        include_genres: Sequence[str] = (),
+        exclude_genres: Sequence[str] = (),
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Which catalogue rows may be recommended to the user (not seen, not just consumed, not excluded, and
+        passing the genre filters), and the rows of the user's recent items."""
+        recent_rows = resolve_rows(self.item_pos, recent_item_ids)
+        excluded = np.concatenate([self.seen.rows(user_id), recent_rows, resolve_rows(self.item_pos, exclude_item_ids)])
+        return allowed_mask(catalogue, Exclusions(include_genres, exclude_genres, excluded)), recent_rows
+
+
+#: What a fallback reads of the retrieval component (not the embeddings).
+FALLBACK_ARRAYS = ("item_ids", "user_ids", "popular_items", "popularity", "seen_indptr", "seen_indices")
+
 
 def load_fallback_data(bundle: Bundle) -> FallbackData:
-    arrays = bundle.load_arrays(RETRIEVAL_COMPONENT, RETRIEVAL_CONTRACT)
-    return fallback_from_arrays(arrays)
+    return fallback_from_arrays(bundle.load_arrays(RETRIEVAL_COMPONENT, RETRIEVAL_CONTRACT, keys=FALLBACK_ARRAYS))
 
 
 def fallback_from_arrays(arrays: dict[str, np.ndarray]) -> FallbackData:

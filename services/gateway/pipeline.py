@@ -24,7 +24,7 @@ from recsys.rerank.v1 import rerank_pb2, rerank_pb2_grpc
 from services.common.catalogue import Catalogue
 from services.common.errors import NotFound, Unavailable
 from services.common.reasons import source_reason
-from services.common.retrieval_data import Exclusions, FallbackData, allowed_mask, check_genres, resolve_rows
+from services.common.retrieval_data import FallbackData, check_genres
 from services.common.validation import check_count, check_fraction, check_id, check_ids
 from services.gateway.settings import GatewaySettings
 from services.gateway.user_features import UserFeatureReader
@@ -84,7 +84,7 @@ class RecommendPipeline:
         degraded: list[common_pb2.Stage] = []
 
         try:
-            user, _ = await asyncio.to_thread(self.features.read, user_id)
+            user = await asyncio.to_thread(self.features.read, user_id)
         except Unavailable as exc:
             log.warning("features degraded: %s", exc.message)
             user = common_pb2.UserFeatures(user_id=user_id)
@@ -183,15 +183,13 @@ class RecommendPipeline:
             log.warning("candidate stage degraded: %s %s", exc.code().name, exc.details())
             degraded.append(common_pb2.STAGE_CANDIDATE)
         fb = self.fallback
-        excluded = np.concatenate(
-            [
-                fb.seen.rows(user.user_id),
-                resolve_rows(fb.item_pos, user.recent_item_ids),
-                resolve_rows(fb.item_pos, exclude_ids),
-            ]
-        )
-        allowed = allowed_mask(
-            self.catalogue, Exclusions(request.filter.include_genres, request.filter.exclude_genres, excluded)
+        allowed, _ = fb.candidate_mask(
+            self.catalogue,
+            user.user_id,
+            user.recent_item_ids,
+            exclude_ids,
+            request.filter.include_genres,
+            request.filter.exclude_genres,
         )
         rows, scores = fb.popular.top(allowed, s.candidate_count)
         return _Candidates(

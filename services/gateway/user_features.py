@@ -18,8 +18,8 @@ class UserFeatureReader:
         self.store = FeatureStore(repo_path=str(feature_repo))
         self.service = self.store.get_feature_service(feature_service)
 
-    def read(self, user_id: str) -> tuple[common_pb2.UserFeatures, bool]:
-        """The user's features and whether any were found (False = a user unknown to the store)."""
+    def read(self, user_id: str) -> common_pb2.UserFeatures:
+        """The user's features; a user unknown to the store has only `user_id` set."""
         try:
             row = self.store.get_online_features(features=self.service, entity_rows=[{"user_id": user_id}]).to_dict()
         except Exception as exc:  # any SDK or store failure means "features unavailable"
@@ -27,20 +27,16 @@ class UserFeatureReader:
         return to_proto(user_id, {k: v[0] for k, v in row.items()})
 
 
-def to_proto(user_id: str, values: dict[str, Any]) -> tuple[common_pb2.UserFeatures, bool]:
-    found = any(values.get(k) is not None for k in ("age_bucket", "interaction_count", "recent_item_ids"))
+def to_proto(user_id: str, values: dict[str, Any]) -> common_pb2.UserFeatures:
     last_active = values.get("last_active")
-    return (
-        common_pb2.UserFeatures(
-            user_id=user_id,
-            age_bucket=int(values.get("age_bucket") or 0),
-            gender=values.get("gender") or "",
-            occupation=values.get("occupation") or "",
-            zip_prefix=values.get("zip_prefix") or "",
-            interaction_count=int(values.get("interaction_count") or 0),
-            mean_rating=float(values.get("mean_rating") or 0.0),
-            recent_item_ids=list(values.get("recent_item_ids") or []),
-            last_active_unix=int(last_active.timestamp()) if last_active is not None else 0,
-        ),
-        found,
+    return common_pb2.UserFeatures(
+        user_id=user_id,
+        age_bucket=int(values.get("age_bucket") or 0),
+        gender=values.get("gender") or "",
+        occupation=values.get("occupation") or "",
+        zip_prefix=values.get("zip_prefix") or "",
+        interaction_count=int(values.get("interaction_count") or 0),
+        mean_rating=float(values.get("mean_rating") or 0.0),
+        recent_item_ids=list(values.get("recent_item_ids") or []),
+        last_active_unix=int(last_active.timestamp()) if last_active is not None else 0,
     )

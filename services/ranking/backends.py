@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from opentelemetry.propagate import inject
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc import aio as triton_aio
+from tritonclient.utils import InferenceServerException
 
 from services.common.errors import FailedPrecondition, Unavailable
 from services.ranking import features as rf
@@ -69,8 +73,6 @@ class TritonBackend:
     name = "triton"
 
     def __init__(self, url: str, model_name: str, model_version: int, contract: rf.RankerContract) -> None:
-        from tritonclient.grpc import aio as triton_aio
-
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode")
         self.client = triton_aio.InferenceServerClient(url=url)
         self.url = url
@@ -88,10 +90,6 @@ class TritonBackend:
             raise Unavailable(f"Triton at {self.url} has not loaded {self.model_name} version {self.model_version}")
 
     async def scores(self, make_batch: Callable[[], rf.EncodedBatch], timeout_s: float) -> np.ndarray:
-        from opentelemetry.propagate import inject
-        from tritonclient.grpc import InferInput, InferRequestedOutput
-        from tritonclient.utils import InferenceServerException
-
         batch = await asyncio.get_running_loop().run_in_executor(self.executor, make_batch)
         arrays = _arrays(batch)
         inputs = []

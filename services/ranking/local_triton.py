@@ -24,17 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.settings import DEFAULT_VAR, REPO_ROOT
+from services.stack import free_port
 
 TRITON_VENV = DEFAULT_VAR / "triton-venv"
 CPU_BACKENDS = REPO_ROOT / "deploy" / "triton" / "cpu-backends"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _venv_python(venv: Path) -> Path:
@@ -55,9 +48,9 @@ class LocalTriton:
     venv: Path = TRITON_VENV
     model_control: str = "explicit"
     models: tuple[str, ...] = ()
-    grpc_port: int = field(default_factory=_free_port)
-    http_port: int = field(default_factory=_free_port)
-    metrics_port: int = field(default_factory=_free_port)
+    grpc_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     _scratch: Path | None = None

@@ -16,7 +16,8 @@ import numpy as np
 
 from services.common.bundle import Bundle
 from services.common.catalogue import read_item_features
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition
+from services.common.retrieval_data import known_rows
 from services.ranking import features as rf
 from services.ranking.serving import MODEL_NAME, OUTPUT, input_specs
 
@@ -91,15 +92,8 @@ class Encoder:
         )
         return cls(contract, items)
 
-    def rows(self, item_ids: Sequence[str]) -> np.ndarray:
-        rows = np.fromiter((self.item_pos.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
-        if (rows < 0).any():
-            unknown = [item_ids[i] for i in np.flatnonzero(rows < 0)[:5]]
-            raise InvalidArgument(f"item ids unknown to the ranking model: {', '.join(unknown)}")
-        return rows
-
     def encode(self, user: UserRow, when: datetime, item_ids: Sequence[str]) -> rf.EncodedBatch:
-        rows = self.rows(item_ids)
+        rows = known_rows(self.item_pos, item_ids, "item ids unknown to the ranking model")
         user_sparse, user_dense = rf.encode_user(
             self.contract,
             user.user_id,

@@ -10,8 +10,12 @@ import numpy as np
 
 from services.common.bundle import Bundle
 from services.common.catalogue import Catalogue
-from services.common.errors import InvalidArgument
-from services.common.retrieval_data import RETRIEVAL_COMPONENT, RETRIEVAL_CONTRACT
+from services.common.retrieval_data import (
+    RETRIEVAL_COMPONENT,
+    RETRIEVAL_CONTRACT,
+    known_rows,
+    normalised_item_factors,
+)
 from services.rerank.diversity import mmr
 from services.rerank.explain import reasons
 
@@ -25,10 +29,10 @@ class Reranked:
 
 class Reranker:
     def __init__(self, version: str, item_ids: Sequence[str], embeddings: np.ndarray, titles: Sequence[str]) -> None:
+        """`embeddings`: (n, d) L2-normalised item embeddings aligned with `item_ids`."""
         self.version = version
         self.item_pos = {item_id: i for i, item_id in enumerate(item_ids)}
-        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-        self.embeddings = (embeddings / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        self.embeddings = embeddings
         self.titles = list(titles)
 
     @classmethod
@@ -36,15 +40,7 @@ class Reranker:
         arrays = bundle.load_arrays(RETRIEVAL_COMPONENT, RETRIEVAL_CONTRACT)
         item_ids = arrays["item_ids"].tolist()
         catalogue = Catalogue.load(feature_repo, item_ids)
-        # The item factors without the bias column: the space in which "similar" is measured.
-        return cls(bundle.version, item_ids, arrays["item_vectors"][:, :-1], catalogue.titles)
-
-    def rows(self, field: str, item_ids: Sequence[str]) -> np.ndarray:
-        rows = np.fromiter((self.item_pos.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
-        if (rows < 0).any():
-            unknown = [item_ids[i] for i in np.flatnonzero(rows < 0)[:5]]
-            raise InvalidArgument(f"{field} unknown to rerank bundle {self.version}: {', '.join(unknown)}")
-        return rows
+        return cls(bundle.version, item_ids, normalised_item_factors(arrays["item_vectors"]), catalogue.titles)
 
     def rerank(
         self,
@@ -56,7 +52,7 @@ class Reranker:
         explain: bool,
         history_item_ids: Sequence[str],
     ) -> Reranked:
-        rows = self.rows("item_ids", item_ids)
+        rows = known_rows(self.item_pos, item_ids, f"item_ids unknown to rerank bundle {self.version}")
         emb = self.embeddings[rows]
         positions, values = mmr(scores, emb, count, diversity)
         why: list[str] = [""] * len(positions)

@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from ..conftest import REPO
+from ..conftest import copy_feature_repo, run_feast
 
 pytestmark = pytest.mark.e2e
 
 
 def test_apply_materialize_and_read_back(offline_dir: Path, tmp_path: Path) -> None:
-    # A copy of the repo whose relative paths (../var/...) resolve inside tmp_path.
-    repo = tmp_path / "features"
-    shutil.copytree(REPO / "features", repo, ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp_path / "var" / "data").mkdir(parents=True)
-    (tmp_path / "var" / "data" / "feast").symlink_to(offline_dir)
-    (tmp_path / "var" / "feast").mkdir()
-    feast = str(Path(shutil.which("feast") or REPO / ".venv/bin/feast"))
+    repo = copy_feature_repo(tmp_path, offline_dir)
 
     def run(*args: str) -> str:
-        result = subprocess.run([feast, *args], cwd=repo, capture_output=True, text=True, timeout=300, check=False)
-        assert result.returncode == 0, result.stderr[-2000:]
-        return result.stdout
+        return run_feast(repo, *args)
 
     applied = run("apply")
     for name in (

@@ -6,8 +6,6 @@ RECSYS_TEST_REDIS_URL; skipped locally, failed in CI, when they are unreachable)
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +15,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 import pytest
 
-from ..conftest import REDIS_URL, REPO, RUN_ID, feast_postgres_env, require
+from ..conftest import REDIS_URL, REPO, RUN_ID, copy_feature_repo, feast_postgres_env, require, run_feast
 
 ENVIRONMENTS = {"sqlite": "feature_store.yaml", "redis": "postgres-redis.yaml", "postgres": "postgres.yaml"}
 ACTIVITY = ["user_activity:interaction_count", "user_activity:mean_rating", "user_activity:recent_item_ids"]
@@ -57,22 +55,13 @@ def store(
     if request.param == "redis":
         env["FEAST_REDIS"] = _redis_address()
 
-    repo = tmp / "features"
-    shutil.copytree(REPO / "features", repo, ignore=shutil.ignore_patterns("__pycache__", "environments"))
     yaml = REPO / "features" / ("" if request.param == "sqlite" else "environments") / ENVIRONMENTS[request.param]
-    (repo / "feature_store.yaml").write_text(yaml.read_text().replace("project: recsys", f"project: {project}"))
-    (tmp / "var" / "data").mkdir(parents=True)
-    (tmp / "var" / "data" / "feast").symlink_to(offline_dir)
-    (tmp / "var" / "feast").mkdir()
-    feast = str(Path(shutil.which("feast") or REPO / ".venv/bin/feast"))
+    repo = copy_feature_repo(tmp, offline_dir, yaml.read_text().replace("project: recsys", f"project: {project}"))
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
         try:
-            applied = subprocess.run(
-                [feast, "apply"], cwd=repo, capture_output=True, text=True, timeout=300, check=False, env=os.environ
-            )
-            assert applied.returncode == 0, applied.stderr[-3000:]
+            run_feast(repo, "apply", env=dict(os.environ))
             fs = FeatureStore(repo_path=str(repo))
             assert fs.config.online_store.type == request.param
             yield fs

@@ -4,7 +4,6 @@ store on PostgreSQL (features/environments/postgres.yaml), sources loaded by `tr
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -13,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ..conftest import REPO, feast_postgres_env
+from ..conftest import REPO, copy_feature_repo, feast_postgres_env, run_feast
 
 pytestmark = pytest.mark.e2e
 
@@ -30,17 +29,10 @@ def test_apply_materialize_and_point_in_time_reads_from_postgres(
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert "loaded into PostgreSQL schema" in loaded.stderr
 
-    repo = tmp_path / "features"
-    shutil.copytree(REPO / "features", repo, ignore=shutil.ignore_patterns("__pycache__", "environments"))
-    shutil.copyfile(REPO / "features/environments/postgres.yaml", repo / "feature_store.yaml")
-    feast = str(Path(shutil.which("feast") or REPO / ".venv/bin/feast"))
+    repo = copy_feature_repo(tmp_path, offline_dir, (REPO / "features/environments/postgres.yaml").read_text())
 
     def run(*args: str) -> str:
-        result = subprocess.run(
-            [feast, *args], cwd=repo, capture_output=True, text=True, timeout=300, check=False, env=env
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        return result.stdout
+        return run_feast(repo, *args, env=env)
 
     run("apply")
     run("materialize-incremental", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"))

@@ -52,14 +52,14 @@ def _event(user: str, item: str, kind: int = gateway_pb2.FEEDBACK_TYPE_CLICK, va
 
 async def test_a_click_leaves_the_next_recommendations(fresh: FreshGateway) -> None:
     before = await fresh.stub.Recommend(gateway_pb2.RecommendRequest(user_id="196", count=10))
-    features, _ = fresh.reader.read("196")
+    features = fresh.reader.read("196")
     clicked = before.items[0].item_id
     reply = await fresh.stub.RecordFeedback(gateway_pb2.RecordFeedbackRequest(events=[_event("196", clicked)]))
     assert (reply.accepted, reply.duplicates) == (1, 0)
 
     after = await fresh.stub.Recommend(gateway_pb2.RecommendRequest(user_id="196", count=10))
     assert clicked not in [i.item_id for i in after.items] and len(after.items) == 10
-    updated, _ = fresh.reader.read("196")
+    updated = fresh.reader.read("196")
     assert updated.recent_item_ids[0] == clicked
     assert list(updated.recent_item_ids[1:]) == list(features.recent_item_ids[:19])
     assert updated.interaction_count == features.interaction_count + 1
@@ -67,14 +67,14 @@ async def test_a_click_leaves_the_next_recommendations(fresh: FreshGateway) -> N
 
 
 async def test_a_retried_batch_is_not_counted_twice(fresh: FreshGateway) -> None:
-    before, _ = fresh.reader.read("42")
+    before = fresh.reader.read("42")
     batch = gateway_pb2.RecordFeedbackRequest(
         events=[_event("42", "1"), _event("42", "2", gateway_pb2.FEEDBACK_TYPE_RATING, 5.0)]
     )
     await fresh.stub.RecordFeedback(batch)
     retry = await fresh.stub.RecordFeedback(batch)
     assert retry.duplicates == 2
-    after, _ = fresh.reader.read("42")
+    after = fresh.reader.read("42")
     assert after.interaction_count == before.interaction_count + 2
     expected_mean = (before.mean_rating * before.interaction_count + 5.0) / (before.interaction_count + 1)
     assert after.mean_rating == pytest.approx(expected_mean, rel=1e-5)
@@ -90,8 +90,8 @@ async def test_a_new_user_who_clicks_gets_item_neighbours(fresh: FreshGateway) -
     assert not warm.cold_start and len(warm.items) == 10
     assert {i.source for i in warm.items} == {common_pb2.CANDIDATE_SOURCE_ITEM_NEIGHBOURS}
     assert "50" not in [i.item_id for i in warm.items]
-    features, found = fresh.reader.read(user)
-    assert found and list(features.recent_item_ids) == ["50"] and features.interaction_count == 1
+    features = fresh.reader.read(user)
+    assert list(features.recent_item_ids) == ["50"] and features.interaction_count == 1
 
 
 async def test_a_failed_push_still_stores_and_acknowledges(
