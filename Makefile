@@ -12,16 +12,17 @@ VAR := var
 STAMP_VENV := $(VENV)/.installed
 STAMP_DATA := $(VAR)/data/feast/.written
 STAMP_FEAST := $(VAR)/feast/.materialized
+STAMP_BATCH := $(VAR)/feast/.batch-recommendations
 TRITON_VENV := $(VAR)/triton-venv
 STAMP_TRITON := $(TRITON_VENV)/.installed
 BUNDLE := $(VAR)/bundles/CURRENT
 
-.PHONY: help run test lint typecheck protos protos-check lock train data features stack triton triton-env clean distclean
+.PHONY: help run test lint typecheck protos protos-check lock train data features batch stack triton triton-env clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-run: $(BUNDLE) $(STAMP_FEAST) ## Build what is missing, start the four services, print recommendations, serve until Ctrl-C
+run: $(BUNDLE) $(STAMP_FEAST) $(STAMP_BATCH) ## Build what is missing, start the four services, print recommendations, serve until Ctrl-C
 	$(BIN)/python -m services.stack $(RUN_ARGS)
 
 test: $(BUNDLE) $(STAMP_FEAST) $(STAMP_TRITON) ## Lint, type-check, check generated code, run the test suite
@@ -55,9 +56,17 @@ $(STAMP_FEAST): $(STAMP_DATA) features/*.py features/feature_store.yaml
 	cd features && ../$(BIN)/feast materialize-incremental "$$(date -u +%Y-%m-%dT%H:%M:%S)"
 	touch $@
 
-train: $(BUNDLE) ## Train the models and publish a model bundle
-$(BUNDLE): $(STAMP_DATA) training/*.py training/models/*.py services/ranking/features.py
-	$(BIN)/python -m training.pipeline
+train: $(BUNDLE) ## Train every served model (Ray Train jobs on a local Ray) and publish a model bundle
+# Training reads through Feast (the registry must exist); the embedded event log is snapshotted first so a
+# retrain learns from the feedback recorded so far.
+$(BUNDLE): $(STAMP_FEAST) training/*.py training/models/*.py training/data/*.py services/ranking/features.py
+	$(BIN)/python -m training.data.event_export
+	$(BIN)/python -m training.pipeline $(TRAIN_ARGS)
+
+batch: $(STAMP_BATCH) ## Precompute every user's fallback list with the bundle (a Ray job) into the online store
+$(STAMP_BATCH): $(BUNDLE) $(STAMP_FEAST)
+	$(BIN)/python -m training.batch_recommend
+	touch $@
 
 triton-env: $(STAMP_TRITON) ## The numpy<2 environment a CPU Triton server (nvidia-pytriton wheel) runs models in
 $(STAMP_TRITON): requirements-triton.txt
@@ -94,3 +103,7 @@ clean: ## Remove trained bundles, feature store state and logs (keeps the downlo
 
 distclean: clean ## Also remove the virtual environment and downloads
 	rm -rf $(VENV) $(VAR)
+
+.PHONY: eval
+eval: $(STAMP_DATA) ## Offline evaluation: the pipeline and every model on one protocol (EVAL_ARGS="--split temporal")
+	$(BIN)/python -m training.evaluation $(EVAL_ARGS)

@@ -7,6 +7,7 @@ source type follows the offline store of the feature_store.yaml next to this fil
 one set whichever environment's yaml is in place.
 """
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -43,6 +44,10 @@ item = Entity(
 )
 
 
+#: The event log's PostgreSQL schema (the gateway's RECSYS_GATEWAY_EVENT_LOG_SCHEMA), read by the feedback source.
+EVENT_LOG_SCHEMA = os.environ.get("RECSYS_GATEWAY_EVENT_LOG_SCHEMA", "recsys")
+
+
 def _source(name: str, description: str) -> DataSource:
     if OFFLINE_STORE == "postgres":
         return PostgreSQLSource(
@@ -58,6 +63,29 @@ def _source(name: str, description: str) -> DataSource:
         description=description,
     )
 
+
+# Training reads interactions through the offline store (training/data/training_data.py): the historical
+# interactions and the live feedback events. On PostgreSQL the feedback source is the gateway's event log
+# table itself, so a retrain sees every acknowledged event; with the file store, `python -m
+# training.data.event_export` snapshots the embedded log into the Parquet file first.
+interactions_source = _source("interactions", "Historical interactions (user, item, rating, time).")
+if OFFLINE_STORE == "postgres":
+    feedback_events_source: DataSource = PostgreSQLSource(
+        name="feedback_events_source",
+        query=(
+            "SELECT user_id, item_id, event_type, value, ts AS event_timestamp "
+            f"FROM {EVENT_LOG_SCHEMA}.events"  # a schema name from settings, not user input
+        ),
+        timestamp_field="event_timestamp",
+        description="Feedback events recorded by the gateway (the event log).",
+    )
+else:
+    feedback_events_source = FileSource(
+        name="feedback_events_source",
+        path=f"{SOURCE_DIR}/feedback_events.parquet",
+        timestamp_field="event_timestamp",
+        description="Feedback events recorded by the gateway, exported from the embedded event log.",
+    )
 
 user_profile = FeatureView(
     name="user_profile",
@@ -125,11 +153,32 @@ item_stats = FeatureView(
     tags={"owner": "recsys", "stage": "ranking"},
 )
 
+# Written by the batch-recommendations job (training/batch_recommend.py) straight to the online store; the
+# gateway reads it with the user's other features and serves it when the candidate stage is down.
+batch_recommendations_push = PushSource(
+    name="batch_recommendations_push",
+    batch_source=_source("batch_recommendations", "Precomputed candidate lists (empty until the job runs)."),
+    description="Top-K lists per user computed offline from the current bundle.",
+)
+
+user_batch_recommendations = FeatureView(
+    name="user_batch_recommendations",
+    entities=[user],
+    ttl=HISTORY_TTL,
+    schema=[
+        Field(name="batch_item_ids", dtype=Array(String), description="Precomputed candidates, best first."),
+        Field(name="bundle_version", dtype=String, description="The bundle the list was computed with."),
+    ],
+    source=batch_recommendations_push,
+    description="The fallback candidate list of each known user.",
+    tags={"owner": "recsys", "stage": "gateway"},
+)
+
 # What the gateway reads per request and hands to the stages.
 gateway_user_v1 = FeatureService(
     name="gateway_user_v1",
-    features=[user_profile, user_activity],
-    description="User features read once per Recommend call.",
+    features=[user_profile, user_activity, user_batch_recommendations[["batch_item_ids"]]],
+    description="User features read once per Recommend call (and the user's fallback list).",
 )
 
 # What the retrieval model (candidate stage) consumes: the freshest history, for exclusion and the query.

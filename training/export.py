@@ -73,3 +73,48 @@ def publish_to_triton_repository(
         f.write(triton_config(model_name, contract))
     os.replace(tmp, config)
     return target
+
+
+ITEM_TOWER_INPUTS = ("ids", "genres", "years", "titles")
+ITEM_TOWER_OUTPUT = "item"
+
+
+class _ItemTowerContent(nn.Module):
+    """Serving wrapper: the item tower on explicit content tensors (not the catalogue buffers), so a service
+    can embed an item that was not in the catalogue at training time (id 0 = unknown)."""
+
+    def __init__(self, tower: nn.Module) -> None:
+        super().__init__()
+        self.tower = tower
+
+    def forward(
+        self, ids: torch.Tensor, genres: torch.Tensor, years: torch.Tensor, titles: torch.Tensor
+    ) -> torch.Tensor:
+        return self.tower.encode(ids, genres, years, titles)  # type: ignore[operator]
+
+
+def export_item_tower_onnx(item_tower: nn.Module, n_genres: int, title_tokens: int, path: Path) -> Path:
+    """The two-tower model's item tower as ONNX: ids (B,) int64 (catalogue row + 1, 0 = unknown), genres
+    (B, n_genres) float32 multi-hot, years (B,) int64 year buckets, titles (B, title_tokens) int64 hashed
+    tokens -> item (B, dim) float32; dynamic batch."""
+    wrapper = _ItemTowerContent(item_tower).eval()
+    b = 2
+    example = (
+        torch.zeros(b, dtype=torch.int64),
+        torch.zeros(b, n_genres, dtype=torch.float32),
+        torch.zeros(b, dtype=torch.int64),
+        torch.zeros(b, title_tokens, dtype=torch.int64),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            example,
+            str(path),
+            input_names=list(ITEM_TOWER_INPUTS),
+            output_names=[ITEM_TOWER_OUTPUT],
+            dynamic_axes={name: {0: "batch"} for name in [*ITEM_TOWER_INPUTS, ITEM_TOWER_OUTPUT]},
+            opset_version=17,
+            dynamo=False,
+        )
+    return path

@@ -1,7 +1,17 @@
-"""Trains every model the stack serves and publishes a bundle: `python -m training.pipeline`.
+"""Trains every model the stack serves and publishes a bundle: `python -m training.pipeline` (`make train`).
 
-Reads the Feast offline sources written by `training.prepare`, trains BPR matrix factorisation (retrieval
-embeddings) and the MLP ranker, and publishes a versioned bundle (services/common/bundle.py).
+Reads the training interactions through the Feast offline store (historical interactions plus the live
+feedback log, training/data/training_data.py), then trains, each as a Ray Train job (`--ray`, the default;
+`--local` runs the same loops in this process):
+
+1. the two-tower retrieval model (training/models/two_tower.py): item embeddings for the ANN index, user
+   vectors, and the query and item towers as ONNX for request-time use;
+2. the ranker, DLRM or Wide & Deep (`--ranker`), on the interactions with negatives drawn from the retrieval
+   model's top candidates and at random; exported to ONNX and to the Triton model repository;
+3. LightGCN graph embeddings for the rerank stage's graph affinity;
+4. k-means user segments over the retrieval user vectors, with each segment's popular items.
+
+The bundle (services/common/bundle.py) is published atomically; services switch to it without a restart.
 """
 
 from __future__ import annotations
@@ -11,36 +21,119 @@ import logging
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
+from torch import nn
 
+from services.candidate.index import default_index_contract
+from services.candidate.settings import CandidateSettings
 from services.common import bundle as bundle_format
 from services.common.retrieval_data import RETRIEVAL_CONTRACT
 from services.common.settings import CommonSettings
-from services.ranking import features as rf
 from services.ranking.serving import MODEL_NAME, OUTPUT, input_specs, triton_version
+from training.data.feast_dataset import dataset_to_interactions, load_training_dataset, to_interactions, training_frame
+from training.data.interactions import Interactions, load_offline
 from training.data.offline import RECENT_POPULARITY_WEEKS
-from training.export import export_onnx, publish_to_triton_repository
-from training.models.mf import MfConfig, train_bpr
-from training.models.ranker import RankerConfig, train_ranker
-from training.prepare import OFFLINE_DIR
+from training.data.training_data import FEATURE_REPO
+from training.export import export_item_tower_onnx, export_onnx, publish_to_triton_repository
+from training.loop import LocalContext
+from training.models import two_tower as tt
+from training.models.dlrm import DlrmConfig
+from training.models.lightgcn import LightGcnConfig
+from training.models.ranker import build_ranker_features, ranker_examples, top_unseen
+from training.models.segments import SegmentConfig, user_segments
+from training.models.wide_deep import WideDeepConfig
 
 log = logging.getLogger("training.pipeline")
 
-
-NEGATIVES_PER_POSITIVE = 4
-HARD_NEGATIVE_POOL = 100  # negatives are also drawn from the retrieval model's top unseen items
+RANKERS = {"dlrm": "training.models.dlrm:train_dlrm", "wide_deep": "training.models.wide_deep:train_wide_deep"}
 
 
-def load_sources(offline_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    inter = pd.read_parquet(offline_dir / "interactions.parquet")
-    users = pd.read_parquet(offline_dir / "users.parquet")
-    items = pd.read_parquet(offline_dir / "items.parquet")
-    return inter, users, items
+@dataclass(frozen=True)
+class PipelineConfig:
+    retrieval: tt.TwoTowerConfig = field(default_factory=tt.TwoTowerConfig)
+    ranker: str = "dlrm"
+    dlrm: DlrmConfig = field(default_factory=DlrmConfig)
+    wide_deep: WideDeepConfig = field(default_factory=WideDeepConfig)
+    graph: LightGcnConfig = field(default_factory=LightGcnConfig)
+    segments: SegmentConfig = field(default_factory=SegmentConfig)
+
+    @property
+    def ranker_config(self) -> DlrmConfig | WideDeepConfig:
+        return self.dlrm if self.ranker == "dlrm" else self.wide_deep
+
+    def with_seed(self, seed: int) -> PipelineConfig:
+        return replace(
+            self,
+            retrieval=replace(self.retrieval, seed=seed),
+            dlrm=replace(self.dlrm, seed=seed),
+            wide_deep=replace(self.wide_deep, seed=seed),
+            graph=replace(self.graph, seed=seed),
+            segments=replace(self.segments, seed=seed),
+        )
+
+    def with_epochs(self, cap: int) -> PipelineConfig:
+        """Every model's epochs capped at `cap` (smoke runs and tests)."""
+        return replace(
+            self,
+            retrieval=replace(self.retrieval, epochs=min(self.retrieval.epochs, cap)),
+            dlrm=replace(self.dlrm, epochs=min(self.dlrm.epochs, cap)),
+            wide_deep=replace(self.wide_deep, epochs=min(self.wide_deep.epochs, cap)),
+            graph=replace(self.graph, epochs=min(self.graph.epochs, cap)),
+        )
+
+
+class Runner(Protocol):
+    def train(self, trainer: str, args: tuple[Any, ...], config: Any) -> nn.Module: ...
+
+
+class LocalRunner:
+    """Runs a trainer in this process, logging one line per epoch."""
+
+    def train(self, trainer: str, args: tuple[Any, ...], config: Any) -> nn.Module:
+        import importlib
+
+        module_name, _, function_name = trainer.partition(":")
+        fn: Callable[..., nn.Module] = getattr(importlib.import_module(module_name), function_name)
+        epochs = getattr(config, "epochs", 0)
+
+        def progress(metrics: dict[str, float]) -> None:
+            log.info(
+                "[%s] epoch %d/%d loss %.4f  %.0f samples/s",
+                function_name,
+                int(metrics.get("epoch", 0)),
+                epochs,
+                metrics.get("loss", float("nan")),
+                metrics.get("samples_per_s", 0.0),
+            )
+
+        return fn(*args, config, LocalContext(on_report=progress))
+
+
+@dataclass
+class RayRunner:
+    """Runs each trainer as a Ray Train job (training/ray_jobs.py) on a local Ray or the cluster at `address`."""
+
+    workers: int = 1
+    address: str | None = None
+    storage: Path | None = None  # Ray Train results and checkpoints; shared storage on a multi-node cluster
+
+    def __post_init__(self) -> None:
+        from training import ray_jobs
+
+        self.info = ray_jobs.connect(self.address, num_cpus=2)
+
+    def train(self, trainer: str, args: tuple[Any, ...], config: Any) -> nn.Module:
+        from training import ray_jobs
+
+        storage = self.storage or ray_jobs.DEFAULT_STORAGE
+        module, _ = ray_jobs.run_function(trainer, args, config, workers=self.workers, storage=storage)
+        return module
 
 
 def _git_commit() -> str:
@@ -51,197 +144,204 @@ def _git_commit() -> str:
         return ""
 
 
+def _popularity(data: Interactions) -> tuple[np.ndarray, np.ndarray]:
+    """All-time and recent (last weeks of the data) interaction counts per item."""
+    popularity = data.item_popularity()
+    recent_mask = data.timestamps > int(data.timestamps.max()) - RECENT_POPULARITY_WEEKS * 7 * 86400
+    recent = np.bincount(data.item_idx[recent_mask], minlength=data.n_items).astype(np.int64)
+    return popularity, recent
+
+
 def train_and_publish(
-    offline_dir: Path, bundle_dir: Path, mf_config: MfConfig, ranker_config: RankerConfig
+    data: Interactions, bundle_dir: Path, config: PipelineConfig | None = None, runner: Runner | None = None
 ) -> bundle_format.Bundle:
+    """Trains the served models on `data` and publishes one bundle under `bundle_dir`."""
+    config = config or PipelineConfig()
+    runner = runner or LocalRunner()
+    if config.ranker not in RANKERS:
+        raise ValueError(f"unknown ranker {config.ranker!r}; expected one of {sorted(RANKERS)}")
     started = time.perf_counter()
-    inter, users, items = load_sources(offline_dir)
-    item_ids = items["item_id"].tolist()
-    user_ids = users["user_id"].tolist()
-    item_pos = {item_id: i for i, item_id in enumerate(item_ids)}
-    user_pos = {user_id: i for i, user_id in enumerate(user_ids)}
-    u_idx = inter["user_id"].map(user_pos).to_numpy()
-    i_idx = inter["item_id"].map(item_pos).to_numpy()
-    if np.isnan(u_idx.astype(float)).any() or np.isnan(i_idx.astype(float)).any():
-        raise ValueError("interactions reference users or items missing from the profiles")
-    u_idx, i_idx = u_idx.astype(np.int64), i_idx.astype(np.int64)
-    n_users, n_items = len(user_ids), len(item_ids)
+    timings: dict[str, float] = {}
+    log.info("training on %d interactions (%d users x %d items)", len(data), data.n_users, data.n_items)
 
-    log.info("training BPR-MF on %d interactions (%d users x %d items)", len(inter), n_users, n_items)
-    mf = train_bpr(u_idx, i_idx, n_users, n_items, mf_config)
-    user_vecs, item_vecs = mf.export()
+    t0 = time.perf_counter()
+    retrieval = runner.train("training.models.two_tower:train_two_tower", (data,), config.retrieval)
+    assert isinstance(retrieval, tt.TwoTowerModel)
+    item_vecs = tt.item_embeddings(retrieval)
+    user_vecs = tt.user_vectors(retrieval, data)
+    timings["retrieval_s"] = time.perf_counter() - t0
 
-    # Seen items per user (CSR), for exclusion at serving time.
-    order = np.lexsort((i_idx, u_idx))
-    seen_indices = i_idx[order].astype(np.int32)
-    seen_indptr = np.concatenate([[0], np.cumsum(np.bincount(u_idx, minlength=n_users))]).astype(np.int64)
-    popularity = np.bincount(i_idx, minlength=n_items)
-    ts_max = inter["event_timestamp"].max()
-    recent_mask = (inter["event_timestamp"] > ts_max - pd.Timedelta(weeks=RECENT_POPULARITY_WEEKS)).to_numpy()
-    recent_popularity = np.bincount(i_idx[recent_mask], minlength=n_items)
-    popular = np.lexsort((-recent_popularity, -popularity)).astype(np.int32)
+    indptr, seen = data.seen_csr()
+    popularity, recent = _popularity(data)
+    popular = np.lexsort((-recent, -popularity)).astype(np.int32)
 
-    log.info("training the ranker")
-    ratings = inter["rating"].to_numpy(dtype=np.float32)
-    global_mean = float(ratings.mean())
-    user_count = np.bincount(u_idx, minlength=n_users)
-    user_mean = np.bincount(u_idx, weights=ratings, minlength=n_users) / np.maximum(user_count, 1)
-    item_mean = np.bincount(i_idx, weights=ratings, minlength=n_items) / np.maximum(popularity, 1)
-    item_dense_raw = rf.item_dense(popularity, item_mean, recent_popularity, items["year"].to_numpy(), global_mean)
-    user_dense_raw = rf.user_dense(user_count, user_mean, global_mean)
-    genre_vocab = sorted({g for gs in items["genres"] for g in gs})
-    contract = rf.build_contract(
-        user_ids,
-        item_ids,
-        users["occupation"].unique().tolist(),
-        genre_vocab,
-        np.concatenate([user_dense_raw[u_idx], item_dense_raw[i_idx]], axis=1),
-        global_mean,
-    )
-    encoded_items = rf.encode_items(
-        contract,
-        item_ids,
-        [list(g) for g in items["genres"]],
-        popularity,
-        item_mean,
-        recent_popularity,
-        items["year"].to_numpy(),
-    )
-    batch, labels = _ranker_examples(
-        contract,
-        users,
-        inter,
-        u_idx,
-        i_idx,
-        user_vecs,
-        item_vecs,
-        seen_indptr,
-        seen_indices,
-        popularity,
-        encoded_items,
-        user_dense_raw,
-        seed=ranker_config.seed,
-    )
-    ranker = train_ranker(batch, labels, contract.cardinalities(), ranker_config)
+    t0 = time.perf_counter()
+    ranker_cfg = config.ranker_config
+    features = build_ranker_features(data)
+    hard_pool = None
+    if ranker_cfg.sampling.hard_fraction > 0:
+        scores = user_vecs @ item_vecs.T
+        hard_pool = top_unseen(scores, data, np.arange(data.n_users), ranker_cfg.sampling.hard_pool)
+    batch, labels = ranker_examples(features, data, hard_pool, ranker_cfg.sampling, seed=ranker_cfg.seed)
+    ranker = runner.train(RANKERS[config.ranker], (batch, labels, features.contract.cardinalities()), ranker_cfg)
+    timings["ranker_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    graph = runner.train("training.models.lightgcn:train_lightgcn", (data,), config.graph)
+    graph_users, graph_items = graph.export()  # type: ignore[operator]
+    timings["graph_s"] = time.perf_counter() - t0
+
+    segments = user_segments(user_vecs, data, config.segments)
 
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    staged = Path(tempfile.mkdtemp(dir=bundle_dir.parent if bundle_dir.parent.exists() else None, prefix=".staging-"))
+    parent = bundle_dir.parent if bundle_dir.parent.exists() else None
+    staged = Path(tempfile.mkdtemp(dir=parent, prefix=".staging-"))
+    user_ids, item_ids = np.asarray(data.user_ids, dtype=str), np.asarray(data.item_ids, dtype=str)
     np.savez(
         staged / "retrieval.npz",
-        item_ids=np.asarray(item_ids),
+        item_ids=item_ids,
         item_vectors=item_vecs,
-        user_ids=np.asarray(user_ids),
+        user_ids=user_ids,
         user_vectors=user_vecs,
-        seen_indptr=seen_indptr,
-        seen_indices=seen_indices,
+        seen_indptr=indptr,
+        seen_indices=seen.astype(np.int32),
         popular_items=popular,
-        popularity=popularity.astype(np.int64),
+        popularity=popularity,
+        recent_popularity=recent,
+    )
+    np.savez(
+        staged / "graph.npz", user_ids=user_ids, user_vectors=graph_users, item_ids=item_ids, item_vectors=graph_items
+    )
+    np.savez(
+        staged / "segments.npz",
+        user_ids=user_ids,
+        user_segment=segments.assignments,
+        centroids=segments.centroids,
+        popular_by_segment=segments.popular_items,
+        sizes=segments.sizes,
+    )
+    tt.export_query_onnx(retrieval, staged / "query_tower.onnx")
+    export_item_tower_onnx(
+        retrieval.item, len(retrieval.vocab.genres), config.retrieval.title_tokens, staged / "item_tower.onnx"
     )
     ranker.eval()
+    contract = features.contract
     export_onnx(ranker, contract, staged / "ranker.onnx")
     triton_model_version = triton_version(version)
     publish_to_triton_repository(
         bundle_dir / "triton", MODEL_NAME, triton_model_version, staged / "ranker.onnx", contract
     )
+    dim = int(item_vecs.shape[1])
     manifest = bundle_format.Manifest(
         version=version,
         format_version=bundle_format.FORMAT_VERSION,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         git_commit=_git_commit(),
-        dataset=f"{n_users} users, {n_items} items, {len(inter)} interactions",
-        data_time_range=(str(inter["event_timestamp"].min()), str(ts_max)),
+        dataset=f"{data.n_users} users, {data.n_items} items, {len(data)} interactions",
+        data_time_range=(
+            datetime.fromtimestamp(int(data.timestamps.min()), UTC).isoformat(),
+            datetime.fromtimestamp(int(data.timestamps.max()), UTC).isoformat(),
+        ),
         components={
             "retrieval": {
                 "file": "retrieval.npz",
-                "contract": {**RETRIEVAL_CONTRACT, "dim": int(item_vecs.shape[1]), "model": "bpr_mf"},
-                "config": asdict(mf_config),
+                "contract": {
+                    **RETRIEVAL_CONTRACT,
+                    "dim": dim,
+                    "model": "two_tower",
+                    "bias_column": False,
+                    "index": default_index_contract(
+                        data.n_items, CandidateSettings.model_fields["flat_max_items"].default
+                    ),
+                },
+                "config": asdict(config.retrieval),
+            },
+            "query_tower": {
+                "file": "query_tower.onnx",
+                "contract": {
+                    "inputs": list(tt.QUERY_INPUTS),
+                    "output": tt.QUERY_OUTPUT,
+                    "dim": dim,
+                    "history_len": config.retrieval.history_len,
+                    "unknown_user": -1,  # the user row to feed for users the model has not seen
+                    "age_buckets": list(tt.AGE_BUCKETS),
+                    "genders": list(tt.GENDERS),
+                    "occupations": list(retrieval.vocab.occupations),
+                    "devices": list(tt.DEVICES),
+                },
+            },
+            "item_tower": {
+                "file": "item_tower.onnx",
+                "contract": {
+                    "inputs": ["ids", "genres", "years", "titles"],
+                    "output": "item",
+                    "dim": dim,
+                    "genres": list(retrieval.vocab.genres),
+                    "title_buckets": config.retrieval.title_buckets,
+                    "title_tokens": config.retrieval.title_tokens,
+                    "year_edges": list(tt.YEAR_EDGES),
+                },
             },
             "ranker": {
                 "file": "ranker.onnx",
                 "contract": {
                     "model": MODEL_NAME,
+                    "architecture": config.ranker,
                     "features": contract.to_json(),
                     "inputs": [s.name for s in input_specs(contract)],
                     "output": OUTPUT,
                     "triton_model": MODEL_NAME,
                     "triton_version": triton_model_version,
                 },
-                "config": {**asdict(ranker_config), "negatives_per_positive": NEGATIVES_PER_POSITIVE},
+                "config": asdict(ranker_cfg),
+            },
+            "graph": {
+                "file": "graph.npz",
+                "contract": {"model": "lightgcn", "dim": int(graph_items.shape[1])},
+                "config": asdict(config.graph),
+            },
+            "segments": {
+                "file": "segments.npz",
+                "contract": {"k": int(segments.centroids.shape[0]), "space": "retrieval.user_vectors"},
+                "config": asdict(config.segments),
             },
         },
-        metrics={"training_seconds": round(time.perf_counter() - started, 1)},
+        metrics={
+            "training_seconds": round(time.perf_counter() - started, 1),
+            **{k: round(v, 1) for k, v in timings.items()},
+        },
     )
     published = bundle_format.publish(bundle_dir, staged, manifest)
     log.info("published bundle %s to %s in %.1fs", version, published.path, time.perf_counter() - started)
     return published
 
 
-def _ranker_examples(
-    contract: rf.RankerContract,
-    users: pd.DataFrame,
-    inter: pd.DataFrame,
-    u_idx: np.ndarray,
-    i_idx: np.ndarray,
-    user_vecs: np.ndarray,
-    item_vecs: np.ndarray,
-    seen_indptr: np.ndarray,
-    seen_indices: np.ndarray,
-    popularity: np.ndarray,
-    encoded_items: rf.EncodedItems,
-    user_dense_raw: np.ndarray,
-    seed: int,
-) -> tuple[rf.EncodedBatch, np.ndarray]:
-    """Positives are the interactions; negatives are half popularity-sampled, half drawn from the retrieval
-    model's top unseen items (what the ranker must tell apart in production), with the positive's context."""
-    rng = np.random.default_rng(seed)
-    n_items = item_vecs.shape[0]
-    scores = user_vecs @ item_vecs.T
-    for u in range(len(user_vecs)):
-        scores[u, seen_indices[seen_indptr[u] : seen_indptr[u + 1]]] = -np.inf
-    hard_pool = np.argpartition(-scores, HARD_NEGATIVE_POOL, axis=1)[:, :HARD_NEGATIVE_POOL]
-    k = NEGATIVES_PER_POSITIVE
-    neg_users = np.repeat(u_idx, k)
-    pop_p = popularity / popularity.sum()
-    half = k // 2
-    popular_neg = rng.choice(n_items, size=(len(u_idx), half), p=pop_p)
-    hard_neg = hard_pool[u_idx[:, None], rng.integers(0, HARD_NEGATIVE_POOL, (len(u_idx), k - half))]
-    neg_items = np.concatenate([popular_neg, hard_neg], axis=1).reshape(-1)
-    all_users = np.concatenate([u_idx, neg_users])
-    all_items = np.concatenate([i_idx, neg_items])
-    labels = np.concatenate([np.ones(len(u_idx)), np.zeros(len(neg_items))]).astype(np.float32)
-
-    ts = inter["event_timestamp"]
-    context = rf.encode_context(ts.dt.hour.to_numpy(), ts.dt.weekday.to_numpy())
-    context = np.concatenate([context, np.repeat(context, k, axis=0)])
-    user_sparse = np.stack(
-        [
-            contract.lookup("user_id", users["user_id"].to_numpy()),
-            contract.lookup("age_bucket", users["age_bucket"].astype(str).to_numpy()),
-            contract.lookup("gender", users["gender"].to_numpy()),
-            contract.lookup("occupation", users["occupation"].to_numpy()),
-        ],
-        axis=1,
-    )
-    batch = rf.encode_batch(
-        contract, user_sparse[all_users], user_dense_raw[all_users], context, encoded_items, all_items
-    )
-    return batch, labels
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--offline-dir", type=Path, default=OFFLINE_DIR)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--feature-repo", type=Path, default=FEATURE_REPO, help="read training data through Feast")
+    parser.add_argument("--offline-dir", type=Path, help="read the Parquet sources directly instead (no Feast)")
     parser.add_argument("--bundle-dir", type=Path, default=CommonSettings().bundle_dir)
-    parser.add_argument("--mf-epochs", type=int, default=MfConfig.epochs)
-    parser.add_argument("--ranker-epochs", type=int, default=RankerConfig.epochs)
+    parser.add_argument("--ranker", choices=sorted(RANKERS), default="dlrm")
+    parser.add_argument("--epochs", type=int, help="cap every model's epochs (smoke runs)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--ray", dest="ray", action="store_true", default=True, help="Ray Train jobs (default)")
+    where.add_argument("--local", dest="ray", action="store_false", help="train in this process")
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per model")
+    parser.add_argument("--address", help="Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--storage-path", type=Path, help="Ray Train results and checkpoints (default var/ray_results)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    train_and_publish(
-        args.offline_dir,
-        args.bundle_dir,
-        MfConfig(epochs=args.mf_epochs),
-        RankerConfig(epochs=args.ranker_epochs),
-    )
+    runner: Runner = RayRunner(args.workers, args.address, args.storage_path) if args.ray else LocalRunner()
+    if args.offline_dir is not None:
+        data = load_offline(args.offline_dir)
+    elif args.ray:  # Feast point-in-time join -> Ray Data -> Interactions, as every Ray training job reads it
+        data = dataset_to_interactions(load_training_dataset(args.feature_repo))
+    else:
+        data = to_interactions(training_frame(args.feature_repo))
+    config = PipelineConfig(ranker=args.ranker)
+    if args.epochs is not None:
+        config = config.with_epochs(args.epochs)
+    train_and_publish(data, args.bundle_dir, config, runner)
     return 0
 
 

@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 
 from services.common.settings import DEFAULT_VAR
+from training.data.event_export import FILE_NAME as FEEDBACK_FILE
+from training.data.event_export import empty_events, write_events
 from training.data.movielens import DatasetError, load_movielens_100k
-from training.data.offline import load_into_postgres, write_offline_sources
+from training.data.offline import OFFLINE_DIR, load_into_postgres, write_offline_sources
 from training.data.synthetic import generate
 
 log = logging.getLogger("training.prepare")
 
-OFFLINE_DIR = DEFAULT_VAR / "data" / "feast"
 RAW_DIR = DEFAULT_VAR / "data" / "raw"
 
 
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, ValueError) as exc:
         parser.exit(2, f"error: {exc}\n")
     paths = write_offline_sources(dataset, args.out)
+    if not (args.out / FEEDBACK_FILE).exists():  # the feedback source exists before any event is exported
+        write_events(empty_events(), args.out)
     log.info(
         "%s: %d interactions, %d users, %d items -> %s (%.1fs)",
         dataset.name,

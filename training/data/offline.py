@@ -11,12 +11,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from services.common.settings import DEFAULT_VAR
 from training.data.schema import Dataset, age_bucket
 
+#: Where `python -m training.prepare` writes the Parquet sources of the file offline store.
+OFFLINE_DIR = DEFAULT_VAR / "data" / "feast"
 RECENT_ITEMS = 20  # length of the user's recent-items list feature
 RECENT_POPULARITY_WEEKS = 4
 
-FILES = ("interactions", "users", "items", "user_activity", "item_stats")
+FILES = ("interactions", "users", "items", "user_activity", "item_stats", "batch_recommendations")
 
 
 def write_offline_sources(dataset: Dataset, out_dir: Path) -> dict[str, Path]:
@@ -30,6 +33,15 @@ def write_offline_sources(dataset: Dataset, out_dir: Path) -> dict[str, Path]:
         "items": item_profiles(dataset, start),
         "user_activity": user_activity_snapshots(inter),
         "item_stats": item_stat_snapshots(inter),
+        # Written to the online store by training/batch_recommend.py; the source only gives the view a schema.
+        "batch_recommendations": pd.DataFrame(
+            {
+                "user_id": pd.Series([], dtype=str),
+                "batch_item_ids": pd.Series([], dtype=object),
+                "bundle_version": pd.Series([], dtype=str),
+                "event_timestamp": pd.Series([], dtype="datetime64[ns, UTC]"),
+            }
+        ),
     }
     paths = {}
     for name, frame in tables.items():
@@ -143,6 +155,10 @@ POSTGRES_COLUMNS: dict[str, list[tuple[str, str]]] = {
     ],
     "item_stats": [
         ("item_id", "text"), ("popularity", "bigint"), ("mean_rating", "real"), ("recent_popularity", "bigint"),
+        ("event_timestamp", "timestamptz"),
+    ],
+    "batch_recommendations": [
+        ("user_id", "text"), ("batch_item_ids", "text[]"), ("bundle_version", "text"),
         ("event_timestamp", "timestamptz"),
     ],
 }  # fmt: skip

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.loop import EpochTimer, LocalContext, TrainContext, set_seed
+
 log = logging.getLogger(__name__)
 
 
@@ -48,29 +50,42 @@ class BprMf(nn.Module):
         return users.numpy().astype(np.float32), items.numpy().astype(np.float32)
 
 
-def train_bpr(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, config: MfConfig) -> BprMf:
+def train_bpr(
+    users: np.ndarray,
+    items: np.ndarray,
+    n_users: int,
+    n_items: int,
+    config: MfConfig,
+    ctx: TrainContext | None = None,
+) -> BprMf:
     """Trains on (user index, item index) positives with one uniformly sampled negative each."""
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    ctx = ctx or LocalContext()
+    rng = set_seed(config.seed)
     model = BprMf(n_users, n_items, config.dim)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    trained = ctx.prepare_model(model)
+    opt = torch.optim.Adam(trained.parameters(), lr=config.lr)
     u_all = torch.from_numpy(users.astype(np.int64))
     i_all = torch.from_numpy(items.astype(np.int64))
     n = len(users)
     for epoch in range(config.epochs):
-        perm = torch.from_numpy(rng.permutation(n))
+        timer = EpochTimer()
+        perm = torch.from_numpy(ctx.shard(n, rng))
         neg_all = torch.from_numpy(rng.integers(0, n_items, n))
         total = 0.0
-        for start in range(0, n, config.batch_size):
+        for start in range(0, len(perm), config.batch_size):
             idx = perm[start : start + config.batch_size]
             u, i, j = u_all[idx], i_all[idx], neg_all[idx]
-            diff = model(u, i) - model(u, j)
+            # One forward over positives and negatives together, so DDP sees a single graph per step.
+            scores = trained(torch.cat([u, u]), torch.cat([i, j]))
+            diff = scores[: len(idx)] - scores[len(idx) :]
             reg = model.user(u).pow(2).sum() + model.item(i).pow(2).sum() + model.item(j).pow(2).sum()
             loss = -torch.nn.functional.logsigmoid(diff).mean() + config.weight_decay * reg / len(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
+            timer.add(len(idx))
+        ctx.report({"epoch": epoch + 1, "loss": total / max(len(perm), 1), "samples_per_s": timer.rate()}, trained)
         if epoch % 10 == 9 or epoch == config.epochs - 1:
-            log.info("bpr-mf epoch %d/%d loss %.4f", epoch + 1, config.epochs, total / n)
-    return model
+            log.info("bpr-mf epoch %d/%d loss %.4f", epoch + 1, config.epochs, total / max(len(perm), 1))
+    return model  # DDP wraps this same module; its parameters are the trained ones

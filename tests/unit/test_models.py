@@ -1,0 +1,286 @@
+"""The models of training/models/: shapes, one short training run each on a small synthetic data set, exports
+(ONNX parity of the rankers and the query tower, embedding shapes), cold items, segments."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from services.ranking.backends import InProcessBackend
+from training.data.interactions import Interactions
+from training.export import export_onnx
+from training.loop import LocalContext
+from training.models.autoencoder import MultVaeConfig, MultVaeRecommender
+from training.models.base import Recommender
+from training.models.baselines import BprMfRecommender, ItemKnnConfig, ItemKnnRecommender, PopularityRecommender
+from training.models.dlrm import DlrmConfig, DlrmModule, DlrmRecommender, train_dlrm
+from training.models.lightgcn import LightGcnConfig, LightGcnRecommender, normalized_adjacency, train_lightgcn
+from training.models.mf import MfConfig
+from training.models.ncf import NcfConfig, NcfRecommender
+from training.models.ranker import NegativeSampling, build_ranker_features, ranker_examples, top_unseen
+from training.models.segments import SegmentConfig, user_segments
+from training.models.sequence import SequenceConfig, SequenceRecommender
+from training.models.two_tower import (
+    QUERY_INPUTS,
+    TwoTowerConfig,
+    TwoTowerRecommender,
+    cold_item_embeddings,
+    export_query_onnx,
+    item_embeddings,
+    latest_histories,
+    sequence_examples,
+    train_two_tower,
+    user_vectors,
+)
+from training.models.wide_deep import WideDeepConfig, WideDeepModule, WideDeepRecommender, train_wide_deep
+
+GENRES = ["Action", "Comedy", "Drama", "Romance", "Sci-Fi"]
+N_USERS, N_ITEMS = 24, 40
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data() -> Interactions:
+    rng = np.random.default_rng(0)
+    users = pd.DataFrame(
+        {
+            "user_id": [str(u + 1) for u in range(N_USERS)],
+            "age_bucket": rng.choice([0, 18, 25, 35, 45, 50, 56], N_USERS),
+            "gender": rng.choice(["M", "F"], N_USERS),
+            "occupation": rng.choice(["artist", "student", "writer"], N_USERS),
+        }
+    )
+    items = pd.DataFrame(
+        {
+            "item_id": [str(i + 1) for i in range(N_ITEMS)],
+            "title": [f"Movie {['Star', 'Love', 'War', 'Night'][i % 4]} {i} ({1970 + i})" for i in range(N_ITEMS)],
+            "year": [1970 + i if i % 7 else 0 for i in range(N_ITEMS)],
+            "genres": [[GENRES[i % 5], GENRES[(i * 3) % 5]] for i in range(N_ITEMS)],
+        }
+    )
+    # Two tastes: even users like the first half of the catalogue, odd users the second.
+    u = np.repeat(np.arange(N_USERS), 15)
+    half = N_ITEMS // 2
+    i = np.array([rng.choice(half, 15, replace=False) + half * (user % 2) for user in range(N_USERS)]).reshape(-1)
+    ts = 880_000_000 + np.arange(len(u)) * 60
+    ts[5::7] = ts[4::7][: len(ts[5::7])]  # ties: same-second interactions
+    return Interactions(
+        user_ids=users["user_id"].to_numpy(dtype=object),
+        item_ids=items["item_id"].to_numpy(dtype=object),
+        users=users,
+        items=items,
+        user_idx=u.astype(np.int64),
+        item_idx=i.astype(np.int64),
+        timestamps=ts.astype(np.int64),
+        ratings=rng.integers(1, 6, len(u)).astype(np.float32),
+    )
+
+
+def _check_scores(scores: np.ndarray, n_users: int) -> None:
+    assert scores.shape == (n_users, N_ITEMS) and scores.dtype == np.float32
+    assert np.isfinite(scores).all()
+
+
+# --- two-tower ----------------------------------------------------------------------------------------------------
+
+
+def test_sequence_examples_use_only_strictly_earlier_items(data: Interactions) -> None:
+    ex = sequence_examples(data, max_len=5)
+    assert ex.history.shape == (len(data), 5)
+    for row in range(0, len(data), 11):
+        u, t = ex.users[row], ex.timestamps[row]
+        earlier = data.timestamps[(data.user_idx == u) & (data.timestamps < t)]
+        assert ex.lengths[row] == min(len(earlier), 5)
+        assert (ex.history[row, ex.lengths[row] :] == -1).all()
+    hist, lengths = latest_histories(data, 5)
+    assert hist.shape == (N_USERS, 5) and (lengths == 5).all()
+
+
+@pytest.mark.parametrize("encoder", ["mean", "gru", "lstm", "transformer"])
+def test_two_tower_trains_exports_and_matches_onnx(data: Interactions, encoder: str, tmp_path: Path) -> None:
+    config = TwoTowerConfig(
+        dim=8, user_dim=8, side_dim=4, hidden=(16,), encoder=encoder, history_len=6, epochs=2, batch_size=64,
+        random_negatives=16, title_buckets=64,
+    )  # fmt: skip
+    ctx = LocalContext()
+    model = train_two_tower(data, config, ctx)
+    assert [h["epoch"] for h in ctx.history] == [1, 2]
+    assert all(np.isfinite(h["loss"]) and h["samples_per_s"] > 0 for h in ctx.history)
+    items = item_embeddings(model)
+    users = user_vectors(model, data)
+    assert items.shape == (N_ITEMS, 8) and users.shape == (N_USERS, 8) and items.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(items, axis=1), 1.0, rtol=1e-5)
+
+    path = export_query_onnx(model, tmp_path / "query.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == list(QUERY_INPUTS)
+    hist, lengths = latest_histories(data.subset(np.arange(len(data)) % 3 == 0), 6)
+    lengths[0] = 0  # a user without history
+    for rows in (np.array([3]), np.arange(N_USERS)):
+        inputs = {
+            "user": rows.astype(np.int64),
+            "demographics": model.demographics[torch.from_numpy(rows)].numpy(),
+            "context": np.tile(np.array([[5, 2, 0]], dtype=np.int64), (len(rows), 1)),
+            "history": hist[rows],
+            "history_length": lengths[rows],
+        }
+        with torch.no_grad():
+            expected = model.query(*(torch.from_numpy(inputs[n]) for n in QUERY_INPUTS)).numpy()
+        (got,) = session.run(None, inputs)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_two_tower_gives_an_unseen_item_a_content_embedding(data: Interactions) -> None:
+    config = TwoTowerConfig(dim=8, user_dim=8, side_dim=4, hidden=(16,), history_len=6, epochs=1, title_buckets=64)
+    model = train_two_tower(data, config)
+    cold = cold_item_embeddings(model, ["Star Night Returns (1999)", "???"], [1999, 0], [["Action", "Sci-Fi"], []])
+    assert cold.shape == (2, 8) and np.isfinite(cold).all()
+    assert not np.allclose(cold[0], cold[1])
+    # A catalogue item's content alone gives the same vector as the tower with its id unknown.
+    row = 3
+    item = data.items.iloc[row]
+    same = cold_item_embeddings(model, [item["title"]], [int(item["year"])], [list(item["genres"])])
+    with torch.no_grad():
+        tower = model.item
+        expected = tower.encode(
+            torch.zeros(1, dtype=torch.int64), tower.genres[[row]], tower.years[[row]], tower.titles[[row]]
+        )
+    np.testing.assert_allclose(same, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_two_tower_recommender_scores_all_items(data: Interactions) -> None:
+    rec = TwoTowerRecommender(TwoTowerConfig(dim=8, user_dim=8, side_dim=4, hidden=(), history_len=4, epochs=1))
+    rec.fit(data)
+    _check_scores(rec.score(np.array([0, 5, 7])), 3)
+
+
+# --- rankers ------------------------------------------------------------------------------------------------------
+
+
+RANKERS = [
+    ("dlrm", lambda cards, g: DlrmModule(cards, g, DlrmConfig(embedding_dim=8, bottom=(8,), top=(16,)))),
+    ("wide_deep", lambda cards, g: WideDeepModule(cards, g, WideDeepConfig(embedding_dim=8, hidden=(16,)))),
+]
+
+
+@pytest.mark.parametrize(("name", "make"), RANKERS)
+def test_ranker_exports_to_the_served_onnx_interface(
+    data: Interactions, name: str, make: Callable[[list[int], int], nn.Module], tmp_path: Path
+) -> None:
+    features = build_ranker_features(data)
+    module = make(features.contract.cardinalities(), len(features.contract.genres)).eval()
+    with torch.no_grad():  # non-trivial wide weights, so that the hashed crosses are exercised
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    backend = InProcessBackend(export_onnx(module, features.contract, tmp_path / f"{name}.onnx"), features.contract)
+    rng = np.random.default_rng(1)
+    for n in (1, 7, 600):
+        batch = features.encode(rng.integers(0, N_USERS, n), rng.integers(0, N_ITEMS, n))
+        batch.sparse[0, 0] = 0  # an unknown user
+        with torch.no_grad():
+            logits = module(*(torch.from_numpy(a) for a in (batch.sparse, batch.genres, batch.dense)))
+        assert logits.shape == (n,)
+        np.testing.assert_allclose(backend.run(batch), torch.sigmoid(logits).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_ranker_examples_and_training(data: Interactions) -> None:
+    features = build_ranker_features(data)
+    pool = top_unseen(np.random.default_rng(0).random((N_USERS, N_ITEMS)), data, np.arange(N_USERS), 10)
+    seen = {(u, i) for u, i in zip(data.user_idx, data.item_idx, strict=True)}
+    assert not any((u, i) in seen for u in range(N_USERS) for i in pool[u])
+    sampling = NegativeSampling(negatives=4, hard_fraction=0.5, hard_pool=10)
+    batch, labels = ranker_examples(features, data, pool, sampling, seed=0)
+    assert len(labels) == 5 * len(data) and labels.sum() == len(data)
+    assert batch.sparse.shape == (len(labels), 7)
+    cards = features.contract.cardinalities()
+    ctx = LocalContext()
+    dlrm = train_dlrm(batch, labels, cards, DlrmConfig(embedding_dim=8, bottom=(8,), top=(16,), epochs=2), ctx)
+    assert len(ctx.history) == 2 and ctx.history[1]["loss"] < ctx.history[0]["loss"]
+    wd = train_wide_deep(batch, labels, cards, WideDeepConfig(embedding_dim=8, hidden=(16,), epochs=1))
+    for module in (dlrm, wd):
+        with torch.no_grad():
+            out = module(*(torch.from_numpy(a) for a in (batch.sparse[:5], batch.genres[:5], batch.dense[:5])))
+        assert out.shape == (5,) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("objective", ["implicit", "rating"])
+def test_ranker_recommenders_rank_the_retrievers_candidates(data: Interactions, objective: str) -> None:
+    sampling = NegativeSampling(hard_pool=10)
+    retriever = PopularityRecommender()
+    retriever.fit(data)
+    dlrm_config = DlrmConfig(embedding_dim=8, bottom=(8,), top=(16,), epochs=1, objective=objective, sampling=sampling)
+    wd_config = WideDeepConfig(embedding_dim=8, hidden=(16,), epochs=1, objective=objective, sampling=sampling)
+    dlrm = DlrmRecommender(dlrm_config, retriever, n_candidates=15, fit_retriever=False)
+    wd = WideDeepRecommender(wd_config, retriever, n_candidates=15)
+    for rec in (dlrm, wd):
+        rec.fit(data)
+        scores = rec.score(np.array([1, 2]))
+        _check_scores(scores, 2)
+        assert ((scores > rec.NON_CANDIDATE).sum(axis=1) == 15).all()
+        if objective == "rating":
+            pred = rec.predict_ratings(np.array([0, 1, 2]), np.array([5, 6, 7]))
+            assert pred.shape == (3,) and ((pred >= 1) & (pred <= 5)).all()
+        else:
+            with pytest.raises(RuntimeError):
+                rec.predict_ratings(np.array([0]), np.array([0]))
+
+
+# --- other models -------------------------------------------------------------------------------------------------
+
+
+def test_lightgcn_adjacency_and_embeddings(data: Interactions) -> None:
+    adj = normalized_adjacency(data.user_idx, data.item_idx, N_USERS, N_ITEMS).to_dense()
+    assert torch.allclose(adj, adj.T)
+    assert adj[:N_USERS, :N_USERS].abs().sum() == 0
+    ctx = LocalContext()
+    model = train_lightgcn(data, LightGcnConfig(dim=8, layers=2, epochs=2, batch_size=128), ctx)
+    users, items = model.export()
+    assert users.shape == (N_USERS, 8) and items.shape == (N_ITEMS, 8)
+    assert len(ctx.history) == 2
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        PopularityRecommender,
+        lambda: ItemKnnRecommender(ItemKnnConfig(neighbours=5)),
+        lambda: BprMfRecommender(MfConfig(dim=8, epochs=2)),
+        lambda: LightGcnRecommender(LightGcnConfig(dim=8, layers=2, epochs=1)),
+        lambda: NcfRecommender(NcfConfig(gmf_dim=8, mlp_dim=8, hidden=(16, 8), epochs=1)),
+        lambda: MultVaeRecommender(MultVaeConfig(hidden=(16,), latent=8, epochs=2)),
+        lambda: SequenceRecommender(SequenceConfig(dim=8, history_len=5, epochs=1)),
+        lambda: SequenceRecommender(SequenceConfig(kind="lstm", dim=8, history_len=5, epochs=1)),
+    ],
+)
+def test_recommenders_fit_and_score(data: Interactions, make: Callable[[], Recommender]) -> None:
+    rec = make()
+    assert isinstance(rec.name, str) and rec.name
+    rec.fit(data, None)
+    _check_scores(rec.score(np.array([0, 3, 4])), 3)
+
+
+def test_item_knn_learns_the_two_tastes(data: Interactions) -> None:
+    rec = ItemKnnRecommender(ItemKnnConfig(neighbours=10))
+    rec.fit(data)
+    top = np.argsort(-rec.score(np.array([0, 1])), axis=1)[:, :5]
+    assert (top[0] < N_ITEMS // 2).all() and (top[1] >= N_ITEMS // 2).all()
+
+
+def test_segments(data: Interactions) -> None:
+    vectors = np.random.default_rng(0).normal(size=(N_USERS, 4)).astype(np.float32)
+    vectors[::2] += 5.0  # two well-separated groups
+    seg = user_segments(vectors, data, SegmentConfig(n_segments=2, top_items=10))
+    assert seg.assignments.shape == (N_USERS,) and seg.centroids.shape == (2, 4)
+    assert seg.popular_items.shape == (2, 10) and seg.sizes.sum() == N_USERS
+    assert len(set(seg.assignments[::2])) == 1 and len(set(seg.assignments[1::2])) == 1
+    np.testing.assert_array_equal(seg.assign(vectors), seg.assignments)
+    even = seg.assignments[0]
+    assert (seg.popular_items[even] < N_ITEMS // 2).all()  # even users like the first half of the catalogue

@@ -1,0 +1,301 @@
+"""The evaluation protocol: fit every model on the train part, rank all items for each test user, score the
+lists. See docs/evaluation.md for the protocol and the metric definitions.
+
+Full ranking: each model scores every item for every user with at least one test interaction; the user's
+train and validation items are excluded (set to -inf) before taking the top k, so the lists never contain
+something the user already consumed. Scoring runs over users in batches; top-k is one argpartition per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.data.interactions import Interactions
+from training.evaluation import metrics as m
+from training.evaluation.registry import PIPELINE, Registry, discover
+from training.evaluation.splits import Split
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "recsys-eval/1"
+#: Score-matrix cells per batch (users x items); bounds memory for large catalogues.
+BATCH_CELLS = 1 << 24
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    ks: tuple[int, ...] = (10, 20)
+    seed: int = 0
+    quick: bool = False
+    #: users with at most this many training interactions form the cold-user slice
+    cold_user_max_train: int = 5
+    #: test interactions whose item has at most this many training interactions form the cold-item slice
+    cold_item_max_train: int = 5
+
+    @property
+    def max_k(self) -> int:
+        return max(self.ks)
+
+
+def csr(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(user_idx, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(user_idx, minlength=n_users))]).astype(np.int64)
+    return indptr, item_idx[order].astype(np.int64)
+
+
+def gather_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position of the row in `rows`, item) for every entry of the given CSR rows, vectorised."""
+    lens = indptr[rows + 1] - indptr[rows]
+    starts = indptr[rows]
+    total = int(lens.sum())
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(total)
+    return np.repeat(np.arange(len(rows)), lens), indices[offsets.astype(np.int64)]
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """What every model is measured against, computed once per split."""
+
+    split: Split
+    config: EvalConfig
+    users: np.ndarray  # evaluated user rows (at least one test interaction), ascending
+    truth: m.Truth  # test items of each evaluated user
+    exclude_indptr: np.ndarray  # train + validation items of every user (CSR over all users)
+    exclude_indices: np.ndarray
+    train_popularity: np.ndarray  # train interactions per item
+    train_per_user: np.ndarray  # train interactions per user
+    genre_features: np.ndarray  # (n_items, n_genres) 0/1
+    cold_users: np.ndarray  # bool over evaluated users
+    cold_items: np.ndarray  # bool over items
+
+    @classmethod
+    def build(cls, split: Split, config: EvalConfig) -> EvalContext:
+        train, valid, test = split.train, split.valid, split.test
+        users = np.unique(test.user_idx)
+        rows = np.searchsorted(users, test.user_idx)
+        truth = m.Truth.from_pairs(rows, test.item_idx, len(users))
+        seen = train.concat(valid)
+        indptr, indices = csr(seen.user_idx, seen.item_idx, train.n_users)
+        popularity = train.item_popularity()
+        per_user = np.bincount(train.user_idx, minlength=train.n_users)
+        genres, _ = train.genre_matrix()
+        return cls(
+            split=split,
+            config=config,
+            users=users,
+            truth=truth,
+            exclude_indptr=indptr,
+            exclude_indices=indices,
+            train_popularity=popularity,
+            train_per_user=per_user,
+            genre_features=genres,
+            cold_users=per_user[users] <= config.cold_user_max_train,
+            cold_items=popularity <= config.cold_item_max_train,
+        )
+
+    @property
+    def n_items(self) -> int:
+        return self.split.train.n_items
+
+    def exclusions(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row in batch, item) pairs to exclude for the given user rows."""
+        return gather_rows(self.exclude_indptr, self.exclude_indices, batch)
+
+    def batch_size(self) -> int:
+        return max(1, BATCH_CELLS // max(self.n_items, 1))
+
+    def score_metrics(self, topk: np.ndarray) -> dict[str, Any]:
+        """Accuracy and beyond-accuracy metrics of (n_evaluated_users, >= max_k) lists, plus the slices."""
+        ks = self.config.ks
+        out: dict[str, Any] = {"users": len(self.users)}
+        out.update(m.accuracy(topk, self.truth, ks))
+        out.update(m.beyond_accuracy(topk, ks, self.n_items, self.train_popularity, self.genre_features))
+        cold = np.flatnonzero(self.cold_users)
+        out["cold_users"] = {
+            "users": len(cold),
+            **(m.accuracy(topk[cold], self.truth.select(cold), ks) if len(cold) else {}),
+        }
+        cold_truth = self.truth.filter_items(self.cold_items)
+        has = np.flatnonzero(cold_truth.counts > 0)
+        out["cold_items"] = {
+            "users": len(has),
+            "interactions": int(cold_truth.counts.sum()),
+            **(m.accuracy(topk[has], cold_truth.select(has), ks) if len(has) else {}),
+        }
+        return out
+
+
+def recommend_all(model: Any, ctx: EvalContext) -> np.ndarray:
+    """(n_evaluated_users, max_k) top items of a fitted Recommender, batch by batch."""
+    k = ctx.config.max_k
+    out = np.empty((len(ctx.users), k), dtype=np.int64)
+    step = ctx.batch_size()
+    for start in range(0, len(ctx.users), step):
+        batch = ctx.users[start : start + step]
+        scores = np.asarray(model.score(batch))
+        if scores.shape != (len(batch), ctx.n_items):
+            raise ValueError(f"score() returned shape {scores.shape}; expected {(len(batch), ctx.n_items)}")
+        rows, cols = ctx.exclusions(batch)
+        out[start : start + len(batch)] = m.top_k(scores, k, rows, cols)
+    return out
+
+
+def evaluate_recommender(model: Any, ctx: EvalContext, implementation: str) -> dict[str, Any]:
+    split = ctx.split
+    started = time.perf_counter()
+    model.fit(split.train, split.valid)
+    fitted = time.perf_counter()
+    topk = recommend_all(model, ctx)
+    scored = time.perf_counter()
+    entry: dict[str, Any] = {"implementation": implementation, **ctx.score_metrics(topk)}
+    predict = getattr(model, "predict_ratings", None)
+    if callable(predict):
+        test = split.test
+        try:
+            predicted = np.asarray(predict(test.user_idx, test.item_idx))
+        except (RuntimeError, NotImplementedError) as exc:  # e.g. a ranker trained on implicit feedback
+            log.info("no rating predictions from %s: %s", implementation, exc)
+        else:
+            entry.update(m.rating_errors(predicted, test.ratings))
+    entry["timings"] = {
+        "fit_s": round(fitted - started, 2),
+        "recommend_s": round(scored - fitted, 2),
+        "total_s": round(time.perf_counter() - started, 2),
+    }
+    return entry
+
+
+def machine() -> dict[str, Any]:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 0
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable,
+        "platform": platform.platform(terse=True),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
+    torch = sys.modules.get("torch")  # only when a model loaded it: importing it here costs seconds
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = bool(torch.cuda.is_available())
+    return info
+
+
+def describe_data(data: Interactions, source: Path) -> dict[str, Any]:
+    try:
+        shown = str(source.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        shown = source.name
+    return {
+        "source": shown,
+        "users": data.n_users,
+        "items": data.n_items,
+        "interactions": len(data),
+        "ratings": "all ratings treated as implicit interactions (relevant = held out)",
+    }
+
+
+def protocol(split: Split, ctx: EvalContext) -> dict[str, Any]:
+    c = ctx.config
+    return {
+        "split": split.describe(),
+        "ks": list(c.ks),
+        "ranking": "full ranking over all items; the user's train and validation items are excluded",
+        "relevance": "binary: the user's test interactions, whatever their rating",
+        "evaluated_users": len(ctx.users),
+        "cold_users": f"users with <= {c.cold_user_max_train} train interactions",
+        "cold_items": f"test interactions with items having <= {c.cold_item_max_train} train interactions",
+        "novelty": "mean -log2 p(i), p(i) = (train count + 1) / (train interactions + items)",
+        "ild": "mean pairwise cosine distance of the items' genre vectors",
+        "seed": c.seed,
+        "quick": c.quick,
+    }
+
+
+def run(
+    split: Split,
+    model_names: list[str] | None,
+    config: EvalConfig,
+    dataset: dict[str, Any],
+    registry: Registry | None = None,
+    progress: Callable[[dict[str, Any]], object] | None = None,
+) -> dict[str, Any]:
+    """Evaluates the named models (all when None) on the split; returns the results document. `progress`
+    gets the document so far (with "complete": false) after each model, so a long run leaves results behind."""
+    started = time.perf_counter()
+    registry = registry if registry is not None else discover()
+    names = registry.resolve(model_names)
+    ctx = EvalContext.build(split, config)
+    log.info(
+        "split %s: %d train / %d valid / %d test interactions, %d users evaluated; models: %s",
+        split.kind,
+        len(split.train),
+        len(split.valid),
+        len(split.test),
+        len(ctx.users),
+        ", ".join(names),
+    )
+    models: dict[str, Any] = {}
+
+    def document(complete: bool) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "complete": complete,
+            "dataset": dataset,
+            "protocol": protocol(split, ctx),
+            "machine": machine(),
+            "models": dict(models),
+            "skipped_modules": registry.problems,
+            "timings": {"total_s": round(time.perf_counter() - started, 1)},
+        }
+
+    fitted: dict[str, Any] = {}  # fitted models, reused as retrievers by the rankers that name them
+    retrievers = {registry.entries[n].retriever for n in names if n in registry.entries}
+    for name in names:
+        log.info("evaluating %s", name)
+        t0 = time.perf_counter()
+        try:
+            if name == PIPELINE:
+                from training.evaluation.pipeline_eval import evaluate_pipeline
+
+                models[name] = evaluate_pipeline(ctx)
+            else:
+                entry = registry.entries[name]
+                model = registry.create(name, config.seed, config.quick, fitted)
+                models[name] = evaluate_recommender(model, ctx, entry.target)
+                if entry.retriever:
+                    shared = entry.retriever in fitted
+                    models[name]["retriever"] = entry.retriever + (" (fitted once, shared)" if shared else "")
+                if name in retrievers:
+                    fitted[name] = model
+        except Exception as exc:  # one broken model must not lose the others' results
+            log.error("%s failed: %s\n%s", name, exc, traceback.format_exc())
+            models[name] = {"error": f"{type(exc).__name__}: {exc}", "timings": {"total_s": time.perf_counter() - t0}}
+            continue
+        finally:
+            if progress is not None:
+                progress(document(complete=False))
+        log.info("%s: ndcg@10 %.4f recall@10 %.4f (%.1fs)", name, models[name].get("ndcg@10", float("nan")),
+                 models[name].get("recall@10", float("nan")), time.perf_counter() - t0)  # fmt: skip
+    return document(complete=True)
+
+
+def default_out_dir(base: Path) -> Path:
+    return base / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -1,0 +1,112 @@
+"""Mult-VAE (Liang et al., 2018): a variational autoencoder over each user's bag of items with a multinomial
+likelihood, input dropout and KL annealing up to `beta`."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from training.data.interactions import Interactions
+from training.loop import EpochTimer, LocalContext, TrainContext, set_seed, unwrap
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MultVaeConfig:
+    hidden: tuple[int, ...] = (600,)
+    latent: int = 200
+    dropout: float = 0.5
+    beta: float = 0.2
+    anneal_steps: int = 2000  # updates over which the KL weight grows to beta
+    epochs: int = 150
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+class MultVae(nn.Module):
+    def __init__(self, n_items: int, config: MultVaeConfig) -> None:
+        super().__init__()
+        enc = [n_items, *config.hidden]
+        self.encoder = nn.Sequential(*(m for a, b in itertools.pairwise(enc) for m in (nn.Linear(a, b), nn.Tanh())))
+        self.mu = nn.Linear(enc[-1], config.latent)
+        self.logvar = nn.Linear(enc[-1], config.latent)
+        dec = [config.latent, *reversed(config.hidden), n_items]
+        layers: list[nn.Module] = []
+        for j, (a, b) in enumerate(itertools.pairwise(dec)):
+            layers.append(nn.Linear(a, b))
+            if j < len(dec) - 2:
+                layers.append(nn.Tanh())
+        self.decoder = nn.Sequential(*layers)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, n_items) 0/1 rows -> item logits (B, n_items) and the KL divergence per row (B,)."""
+        h = self.encoder(self.drop(F.normalize(x, dim=1)))
+        mu, logvar = self.mu(h), self.logvar(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1).sum(dim=1)
+        return self.decoder(z), kl
+
+
+def train_mult_vae(data: Interactions, config: MultVaeConfig, ctx: TrainContext | None = None) -> MultVae:
+    ctx = ctx or LocalContext()
+    rng = set_seed(config.seed)
+    matrix = torch.from_numpy(data.user_item_matrix())
+    model = MultVae(data.n_items, config)
+    trained = ctx.prepare_model(model)
+    opt = torch.optim.Adam(trained.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    step = 0
+    for epoch in range(config.epochs):
+        trained.train()
+        timer = EpochTimer()
+        perm = torch.from_numpy(ctx.shard(data.n_users, rng))
+        total = 0.0
+        for start in range(0, len(perm), config.batch_size):
+            x = matrix[perm[start : start + config.batch_size]]
+            logits, kl = trained(x)
+            beta = config.beta * min(1.0, step / max(config.anneal_steps, 1))
+            loss = (-(F.log_softmax(logits, dim=1) * x).sum(dim=1) + beta * kl).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            total += float(loss.detach()) * len(x)
+            timer.add(len(x))
+        mean = total / max(len(perm), 1)
+        ctx.report({"epoch": epoch + 1, "loss": mean, "samples_per_s": timer.rate()}, trained)
+        if epoch % 25 == 24 or epoch == config.epochs - 1:
+            log.info("mult-vae epoch %d/%d loss %.4f", epoch + 1, config.epochs, mean)
+    result = unwrap(trained)
+    assert isinstance(result, MultVae)
+    result.eval()
+    return result
+
+
+class MultVaeRecommender:
+    name = "mult-vae"
+
+    def __init__(self, config: MultVaeConfig | None = None, ctx: TrainContext | None = None) -> None:
+        self.config = config or MultVaeConfig()
+        self.ctx = ctx
+        self.model: MultVae | None = None
+        self.matrix: np.ndarray | None = None
+
+    def fit(self, train: Interactions, valid: Interactions | None = None) -> None:
+        self.model = train_mult_vae(train, self.config, self.ctx)
+        self.matrix = train.user_item_matrix()
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        if self.model is None or self.matrix is None:
+            raise RuntimeError("mult-vae is not fitted")
+        with torch.no_grad():
+            logits, _ = self.model(torch.from_numpy(self.matrix[np.asarray(users)]))
+        return logits.numpy().astype(np.float32)
