@@ -1,37 +1,60 @@
 """The candidate generation core: no gRPC here, only arrays in and arrays out.
 
-Sources, in order of preference for a user:
-  1. the user's embedding from the bundle (known user) -> CANDIDATE_SOURCE_EMBEDDING;
-  2. the mean embedding of the freshest history (a user unknown to the model but with recent items)
-     -> CANDIDATE_SOURCE_ITEM_NEIGHBOURS;
-  3. the popular list -> CANDIDATE_SOURCE_POPULAR (cold start).
-Filters and exclusions are applied inside the Faiss search (an ID selector), so a strict filter still
-returns `count` items whenever that many qualify.
+Sources, merged with quotas (settings) and provenance (services/candidate/sources.py):
+  - EMBEDDING: ANN of the user's query vector: the query tower on the request's fresh history, demographics
+    and context when the bundle has one, else the bundle's precomputed user vector;
+  - ITEM_NEIGHBOURS: item-to-item neighbours of the most recent items (also what a user unknown to the model
+    but with fresh history gets from a bundle without a query tower);
+  - SEGMENT_POPULAR / TRENDING: for a user with no history of their own who can still be placed (known to
+    the segments, or a query vector from demographics): popular in their segment, else recently popular;
+  - FRESH: items added at runtime, then the newest releases (for users with a query vector);
+  - POPULAR (or TRENDING with cold_start_source=trending): fills what the others leave empty; the whole
+    answer for a cold-start user.
+Every source searches with the same filter (genres, exclusions, seen items, removed items), inside the index
+where possible (services/candidate/index.py), so a strict filter still returns `count` items whenever that
+many qualify.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import faiss
 import numpy as np
 
 from recsys.common.v1 import common_pb2
+from services.candidate.index import AnnIndex, IndexSpec, choose_spec, top_k
+from services.candidate.live import FilterKey, FilterMasks, ItemContent, LiveItems
+from services.candidate.settings import CandidateSettings
+from services.candidate.sources import SourceList, first_occurrences, merge
+from services.candidate.towers import ITEM_TOWER_COMPONENT, QUERY_TOWER_COMPONENT, ItemTower, QueryTower
 from services.common.bundle import Bundle
-from services.common.catalogue import Catalogue
+from services.common.catalogue import Catalogue, read_item_features
 from services.common.errors import NotFound
 from services.common.retrieval_data import (
     RETRIEVAL_COMPONENT,
     RETRIEVAL_CONTRACT,
+    check_genres,
     fallback_from_arrays,
-    normalised_item_factors,
+    has_bias_column,
 )
+
+log = logging.getLogger(__name__)
 
 SOURCE_EMBEDDING = common_pb2.CANDIDATE_SOURCE_EMBEDDING
 SOURCE_NEIGHBOURS = common_pb2.CANDIDATE_SOURCE_ITEM_NEIGHBOURS
 SOURCE_POPULAR = common_pb2.CANDIDATE_SOURCE_POPULAR
+SOURCE_SEGMENT = common_pb2.CANDIDATE_SOURCE_SEGMENT_POPULAR
+SOURCE_TRENDING = common_pb2.CANDIDATE_SOURCE_TRENDING
+SOURCE_FRESH = common_pb2.CANDIDATE_SOURCE_FRESH
+SEGMENTS_COMPONENT = "segments"
+
+ItemFeatureReader = Callable[[Path, Sequence[str]], Mapping[str, list[Any]]]
 
 
 @dataclass(frozen=True)
@@ -42,6 +65,9 @@ class RetrievalQuery:
     include_genres: Sequence[str] = ()
     exclude_genres: Sequence[str] = ()
     exclude_item_ids: Sequence[str] = ()
+    user_features: common_pb2.UserFeatures | None = None
+    request_time: int | None = None  # seconds since the epoch
+    device: int = 0  # common_pb2.DeviceType
 
 
 @dataclass(frozen=True)
@@ -52,82 +78,446 @@ class Candidates:
     cold_start: bool
 
 
-def _search(index: faiss.Index, query: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k rows of `index` for one query among `allowed` rows; fewer when fewer are allowed."""
-    k = min(k, int(allowed.sum()))
-    if k <= 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    bitmap = np.packbits(allowed, bitorder="little")
-    params = faiss.SearchParameters()
-    params.sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))  # reads `bitmap` during search
-    scores, rows = index.search(query.reshape(1, -1).astype(np.float32), k, params=params)
-    keep = rows[0] >= 0
-    return rows[0][keep], scores[0][keep]
+@dataclass(frozen=True)
+class AnnProbe:
+    """What the recall monitor needs to answer one ANN query again, exactly."""
+
+    query: np.ndarray
+    allowed: np.ndarray  # bool over bundle rows (the request's own copy)
+    rows: np.ndarray  # bundle rows the ANN returned, best first
+    k: int
+
+
+@dataclass(frozen=True)
+class Segments:
+    user_pos: dict[str, int]
+    user_segment: np.ndarray  # (n_users,)
+    centroids: np.ndarray  # (k, dim)
+    popular: np.ndarray  # (k, m) bundle item rows
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> Segments:
+        return cls(
+            user_pos={str(u): i for i, u in enumerate(arrays["user_ids"].tolist())},
+            user_segment=np.asarray(arrays["user_segment"], dtype=np.int64),
+            centroids=np.asarray(arrays["centroids"], dtype=np.float32),
+            popular=np.asarray(arrays["popular_by_segment"], dtype=np.int64),
+        )
+
+    def segment_of(self, user_id: str, vector: np.ndarray | None) -> int | None:
+        pos = self.user_pos.get(user_id)
+        if pos is not None:
+            return int(self.user_segment[pos])
+        if vector is not None and len(self.centroids) and vector.shape[-1] == self.centroids.shape[1]:
+            return int(((self.centroids - vector) ** 2).sum(axis=1).argmin())
+        return None
+
+
+def _normalised(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+
+def first_allowed(order: np.ndarray, allowed: np.ndarray, limit: int) -> np.ndarray:
+    """The first `limit` entries of `order` that `allowed` lets through, reading only as much of a long order
+    (a million items) as needed."""
+    if limit <= 0:
+        return order[:0]
+    size = max(4 * limit, 1024)
+    while True:
+        head = order[:size]
+        rows = head[allowed[head]]
+        if len(rows) >= limit or size >= len(order):
+            return rows[:limit]
+        size *= 4
+
+
+def _rank_scores(n: int) -> np.ndarray:
+    """Scores in (0, 1] that only say "best first", for lists without a native score."""
+    return (1.0 / (1.0 + np.arange(n, dtype=np.float32) / max(n, 1))).astype(np.float32)
 
 
 class Retriever:
-    """Holds the item index and user embeddings of one bundle; safe to call from several threads."""
+    """One bundle's index, embeddings, towers and source data, plus the runtime catalogue changes on top.
 
-    def __init__(self, version: str, arrays: dict[str, np.ndarray], catalogue: Catalogue) -> None:
+    Searches and admin changes are safe from several threads: the bundle part never changes and each change
+    swaps one immutable `LiveItems` snapshot.
+    """
+
+    def __init__(
+        self,
+        version: str,
+        arrays: dict[str, np.ndarray],
+        catalogue: Catalogue,
+        settings: CandidateSettings | None = None,
+        *,
+        contract: Mapping[str, Any] | None = None,
+        query_tower: QueryTower | None = None,
+        item_tower: ItemTower | None = None,
+        segments: Segments | None = None,
+        recent_popularity: np.ndarray | None = None,
+    ) -> None:
         self.version = version
         self.catalogue = catalogue
+        self.settings = settings or CandidateSettings()
+        contract = dict(contract or {})
+        self.contract = contract
         self.fallback = fallback_from_arrays(arrays)
         if list(catalogue.item_ids) != self.fallback.item_ids.tolist():
             raise ValueError("the catalogue is not aligned with the bundle's items")
         self.item_vectors = np.ascontiguousarray(arrays["item_vectors"], dtype=np.float32)
         self.user_vectors = np.ascontiguousarray(arrays["user_vectors"], dtype=np.float32)
-        dim = self.item_vectors.shape[1]
-        self.index = faiss.IndexFlatIP(dim)
-        self.index.add(self.item_vectors)
-        self.normalised_factors = normalised_item_factors(self.item_vectors)
-        self.similarity_index = faiss.IndexFlatIP(self.normalised_factors.shape[1])
-        self.similarity_index.add(self.normalised_factors)
+        self.n, self.dim = self.item_vectors.shape
+        # BPR-MF bundles carry a bias column last (user vectors hold 1.0 there); two-tower ones do not.
+        self.has_bias = has_bias_column(contract)
+        self.spec: IndexSpec = choose_spec(self.n, self.settings, contract.get("index"))
+        self.index = AnnIndex(self.item_vectors, self.spec, self.settings.build_threads)
+        if self.has_bias:
+            # "Similar" is cosine over the factors without the bias: exact, in its own small space.
+            self.similarity = AnnIndex(_normalised(self.item_vectors[:, :-1]), IndexSpec("flat"))
+        else:
+            self.similarity = self.index
+        self.query_tower = query_tower
+        self.item_tower = item_tower
+        self.segments = segments
+        self.trending: np.ndarray | None = None
+        if recent_popularity is not None and len(recent_popularity) == self.n and np.any(recent_popularity > 0):
+            pop = self.fallback.popular.popularity
+            self.trending = np.lexsort((-np.asarray(pop), -np.asarray(recent_popularity))).astype(np.int64)
+            self.trending_scores = np.asarray(recent_popularity, dtype=np.float32) / max(
+                float(np.max(recent_popularity)), 1.0
+            )
+        # Newest releases first, popularity breaking ties.
+        self.newest = np.lexsort((-self.fallback.popular.popularity, -catalogue.years.astype(np.int64)))
+        self.newest = self.newest[catalogue.years[self.newest] > 0]
+        self._id_list = [str(i) for i in self.fallback.item_ids.tolist()]
+        self.live = LiveItems.empty(self.n, self.dim)
+        self._admin_lock = threading.Lock()
+
+    # --- loading ------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, feature_repo: Path) -> Retriever:
-        """Loads the retrieval arrays and the catalogue (genres for filters) for the bundle's items."""
+    def from_bundle(
+        cls,
+        bundle: Bundle,
+        feature_repo: Path,
+        settings: CandidateSettings | None = None,
+        read_features: ItemFeatureReader | None = None,
+    ) -> Retriever:
+        """Loads the retrieval arrays, the optional towers and segments, and the catalogue (genres for filters,
+        years for fresh items, recent popularity for trending) for the bundle's items."""
+        settings = settings or CandidateSettings()
         arrays = bundle.load_arrays(RETRIEVAL_COMPONENT, RETRIEVAL_CONTRACT)
-        catalogue = Catalogue.load(feature_repo, arrays["item_ids"].tolist())
-        return cls(bundle.version, arrays, catalogue)
+        item_ids = arrays["item_ids"].astype(str).tolist()
+        features = (read_features or read_item_features)(feature_repo, item_ids)
+        catalogue = Catalogue.from_features(item_ids, dict(features))
+        recent = features.get("recent_popularity")
+        recent_pop = np.asarray([r or 0 for r in recent], dtype=np.float32) if recent is not None else None
+        if "recent_popularity" in arrays:  # the bundle's own count, aligned with its items, wins
+            recent_pop = np.asarray(arrays["recent_popularity"], dtype=np.float32)
+        components = bundle.manifest.components
+        query_tower = item_tower = None
+        segments = None
+        if QUERY_TOWER_COMPONENT in components:
+            contract = bundle.contract(QUERY_TOWER_COMPONENT)
+            query_tower = QueryTower(bundle.component(QUERY_TOWER_COMPONENT), contract, settings.query_threads)
+        if ITEM_TOWER_COMPONENT in components:
+            contract = bundle.contract(ITEM_TOWER_COMPONENT)
+            item_tower = ItemTower(bundle.component(ITEM_TOWER_COMPONENT), contract, settings.query_threads)
+        if SEGMENTS_COMPONENT in components:
+            segments = Segments.from_arrays(bundle.load_arrays(SEGMENTS_COMPONENT))
+        return cls(
+            bundle.version,
+            arrays,
+            catalogue,
+            settings,
+            contract=bundle.contract(RETRIEVAL_COMPONENT),
+            query_tower=query_tower,
+            item_tower=item_tower,
+            segments=segments,
+            recent_popularity=recent_pop,
+        )
+
+    # --- rows and ids -------------------------------------------------------------------------------------
 
     @property
     def item_pos(self) -> dict[str, int]:
+        """Bundle item id -> bundle row (the trained catalogue; see `row_of` for the live one)."""
         return self.fallback.item_pos
 
-    def retrieve(self, query: RetrievalQuery) -> Candidates:
-        allowed, recent_rows = self.fallback.candidate_mask(
-            self.catalogue,
-            query.user_id,
-            query.recent_item_ids,
-            query.exclude_item_ids,
-            query.include_genres,
-            query.exclude_genres,
-        )
+    def row_of(self, item_id: str, live: LiveItems | None = None) -> int | None:
+        """The live global row of an item (bundle rows, then runtime rows from n); None when not live."""
+        live = live or self.live
+        delta = live.delta_pos.get(item_id)
+        if delta is not None:
+            return self.n + delta
+        if item_id in live.removed:
+            return None
+        row = self.fallback.item_pos.get(item_id)
+        if row is None or live.main_gone[row]:
+            return None
+        return row
+
+    def ids_of(self, rows: np.ndarray, live: LiveItems) -> list[str]:
+        ids = self._id_list
+        return [ids[r] if r < self.n else live.delta_ids[r - self.n] for r in rows.tolist()]
+
+    def _rows(self, item_ids: Sequence[str], live: LiveItems) -> np.ndarray:
+        rows = (self.row_of(i, live) for i in item_ids)
+        return np.fromiter((r for r in rows if r is not None), dtype=np.int64)
+
+    # --- filters ------------------------------------------------------------------------------------------
+
+    def _build_masks(self, key: FilterKey, live: LiveItems) -> FilterMasks:
+        include, exclude = key
+        c = self.catalogue
+        main = ~live.main_gone
+        delta = live.delta_alive.copy()
+        if include:
+            bits = c.genre_bits(include)
+            main &= (c.genre_mask & bits) != 0
+            delta &= (live.delta_genre_mask & bits) != 0
+        if exclude:
+            bits = c.genre_bits(exclude)
+            main &= (c.genre_mask & bits) == 0
+            delta &= (live.delta_genre_mask & bits) == 0
+        return FilterMasks(main, delta)
+
+    def masks(self, query: RetrievalQuery, live: LiveItems, recent_rows: np.ndarray) -> FilterMasks:
+        """This request's allowed rows: the cached genre filter minus seen, recent and excluded items."""
+        check_genres(self.catalogue, [*query.include_genres, *query.exclude_genres])
+        key = (tuple(sorted(set(query.include_genres))), tuple(sorted(set(query.exclude_genres))))
+        base = live.cached_masks(key, lambda k: self._build_masks(k, live))
+        main, delta = base.main.copy(), base.delta.copy()
+        seen = self.fallback.seen.rows(query.user_id)
+        if live.delta_pos and len(seen):
+            # A seen item whose content was replaced at runtime is still seen under its new row.
+            replaced = (live.delta_pos.get(self._id_list[r]) for r in seen[live.main_gone[seen]].tolist())
+            seen = np.concatenate([seen, np.fromiter((self.n + d for d in replaced if d is not None), np.int64)])
+        excluded = np.concatenate([seen, recent_rows, self._rows(query.exclude_item_ids, live)])
+        main[excluded[excluded < self.n]] = False
+        delta[excluded[excluded >= self.n] - self.n] = False
+        return FilterMasks(main, delta)
+
+    # --- search over bundle rows + runtime rows -----------------------------------------------------------
+
+    def _search(
+        self, index: AnnIndex, delta_vectors: np.ndarray, queries: np.ndarray, k: int, masks: FilterMasks
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k global rows and scores per query over the live items that pass `masks` (-1 padded)."""
+        q = np.atleast_2d(queries).astype(np.float32)
+        rows, scores = index.search(q, k, masks.filter, self.settings.exact_filter_max_rows)
+        d_rows = np.flatnonzero(masks.delta)
+        if not len(d_rows):
+            return rows, scores
+        d_scores = q @ delta_vectors[d_rows].T
+        all_rows = np.concatenate([rows, np.broadcast_to(d_rows + self.n, (len(q), len(d_rows)))], axis=1)
+        all_scores = np.concatenate([np.where(rows >= 0, scores, -np.inf), d_scores], axis=1)
+        k = min(k, all_rows.shape[1])
+        out_rows = np.full((len(q), k), -1, dtype=np.int64)
+        out_scores = np.zeros((len(q), k), dtype=np.float32)
+        for i in range(len(q)):
+            best = top_k(all_scores[i], k)
+            best = best[np.isfinite(all_scores[i, best])]
+            out_rows[i, : len(best)] = all_rows[i, best]
+            out_scores[i, : len(best)] = all_scores[i, best]
+        return out_rows, out_scores
+
+    def _similarity_vectors(self, rows: np.ndarray, live: LiveItems) -> np.ndarray:
+        main = rows[rows < self.n]
+        out = np.empty((len(rows), self.similarity.dim), dtype=np.float32)
+        out[rows < self.n] = self.similarity.vectors[main]
+        if (rows >= self.n).any():
+            out[rows >= self.n] = self._delta_similarity(live)[rows[rows >= self.n] - self.n]
+        return out
+
+    def _delta_similarity(self, live: LiveItems) -> np.ndarray:
+        if not self.has_bias:
+            return live.delta_vectors
+        return _normalised(live.delta_vectors[:, :-1]) if live.n_delta else np.zeros((0, self.dim - 1), np.float32)
+
+    # --- the sources --------------------------------------------------------------------------------------
+
+    def query_vector(self, query: RetrievalQuery, recent_rows: np.ndarray) -> np.ndarray | None:
+        """The user's query vector, or None when there is nothing to personalise on."""
         user_pos = self.fallback.seen.user_pos.get(query.user_id)
+        tower = self.query_tower
+        features = query.user_features
+        has_demographics = features is not None and bool(features.gender or features.occupation or features.age_bucket)
+        if tower is not None and (len(recent_rows) or user_pos is not None or has_demographics):
+            model_rows = recent_rows[recent_rows < self.n]  # runtime items are unknown to the history encoder
+            if not len(model_rows) and user_pos is not None:
+                return self.user_vectors[user_pos]  # nothing fresh: the precomputed vector saw the same history
+            return tower.encode(
+                user_pos if user_pos is not None else tower.UNKNOWN_USER,
+                tower.demographics(features if has_demographics else None),
+                tower.context(query.request_time, query.device),
+                model_rows.tolist(),
+            )
         if user_pos is not None:
-            rows, scores = _search(self.index, self.user_vectors[user_pos], query.count, allowed)
-            source, cold = SOURCE_EMBEDDING, False
-        elif len(recent_rows):
-            # A user the model has not seen yet but who just interacted: search around their history.
-            vector = self.item_vectors[recent_rows].mean(axis=0)
-            vector[-1] = 1.0  # the bias column, as in user vectors
-            rows, scores = _search(self.index, vector, query.count, allowed)
-            source, cold = SOURCE_NEIGHBOURS, False
-        else:
-            rows, scores = self.fallback.popular.top(allowed, query.count)
-            source, cold = SOURCE_POPULAR, True
+            return self.user_vectors[user_pos]
+        return None
+
+    def retrieve(self, query: RetrievalQuery, probe: Callable[[AnnProbe], None] | None = None) -> Candidates:
+        """Candidates from every source, merged; `probe` (when given) receives the ANN query for the recall
+        monitor."""
+        live = self.live
+        s = self.settings
+        recent_rows = self._rows(query.recent_item_ids, live)
+        masks = self.masks(query, live, recent_rows)
+        count = query.count
+        lists: list[SourceList] = []
+        vector = self.query_vector(query, recent_rows)
+        known = query.user_id in self.fallback.seen.user_pos
+
+        if vector is not None and s.quota_embedding > 0:
+            rows, scores = self._search(self.index, live.delta_vectors, vector, count, masks)
+            keep = rows[0] >= 0
+            lists.append(SourceList(SOURCE_EMBEDDING, rows[0][keep], scores[0][keep], s.quota_embedding))
+            if probe is not None and not self.index.exact:
+                main_rows = rows[0][keep]
+                probe(AnnProbe(vector.copy(), masks.main, main_rows[main_rows < self.n], count))
+
+        if len(recent_rows) and (s.quota_neighbours > 0 or vector is None):
+            lists.append(self._neighbours(recent_rows[: s.neighbour_history_items], count, masks, live, vector is None))
+
+        # A user with no history of their own (new to the model, nothing recent) leans on their segment.
+        segment_list = None if known or len(recent_rows) else self._segment_source(query, vector, masks, count)
+        if segment_list is not None:
+            lists.append(segment_list)
+
+        if s.quota_fresh > 0 and vector is not None:
+            lists.append(self._fresh(masks, live, math.ceil(count * s.quota_fresh) + 1))
+
+        if s.cold_start_source == "trending" and self.trending is not None:
+            rows = first_allowed(self.trending, masks.main, count)
+            lists.append(SourceList(SOURCE_TRENDING, rows, self.trending_scores[rows], 0.0))
+        pop = self.fallback.popular
+        pop_rows = first_allowed(pop.order, masks.main, count)
+        top = max(int(pop.popularity[pop.order[0]]), 1) if len(pop.order) else 1
+        lists.append(SourceList(SOURCE_POPULAR, pop_rows, (pop.popularity[pop_rows] / top).astype(np.float32), 0.0))
+        if live.n_delta and len(pop_rows) < count:
+            # Runtime items have no interactions yet: they come after every popular bundle item.
+            extra = np.flatnonzero(masks.delta)[::-1] + self.n
+            lists.append(SourceList(SOURCE_POPULAR, extra, np.zeros(len(extra), dtype=np.float32), 0.0))
+
+        rows, scores, sources = merge(lists, count, self.n + live.n_delta)
         return Candidates(
-            item_ids=self.fallback.item_ids[rows].tolist(),
-            scores=np.asarray(scores, dtype=np.float32),
-            sources=[source] * len(rows),
-            cold_start=cold,
+            item_ids=self.ids_of(rows, live),
+            scores=scores,
+            sources=sources,  # type: ignore[arg-type]
+            cold_start=not known and not len(recent_rows) and vector is None,
         )
 
+    def _neighbours(
+        self, rows: np.ndarray, count: int, masks: FilterMasks, live: LiveItems, only_source: bool
+    ) -> SourceList:
+        """Neighbours of each recent item, interleaved (the most recent item's best first)."""
+        s = self.settings
+        share = 1.0 if only_source else s.quota_neighbours
+        per_item = count if only_source else max(math.ceil(count * share / len(rows)) * 2, 10)
+        queries = self._similarity_vectors(rows, live)
+        found, scores = self._search(self.similarity, self._delta_similarity(live), queries, per_item, masks)
+        flat_rows, flat_scores = found.T.reshape(-1), scores.T.reshape(-1)
+        keep = flat_rows >= 0
+        rows, vals = first_occurrences(flat_rows[keep], flat_scores[keep])
+        return SourceList(SOURCE_NEIGHBOURS, rows, vals, share)
+
+    def _segment_source(
+        self, query: RetrievalQuery, vector: np.ndarray | None, masks: FilterMasks, count: int
+    ) -> SourceList | None:
+        quota = self.settings.quota_segment
+        if quota <= 0:
+            return None
+        limit = math.ceil(count * quota) * 2
+        if self.segments is not None:
+            segment = self.segments.segment_of(query.user_id, vector)
+            if segment is not None:
+                order = self.segments.popular[segment]
+                order = order[(order >= 0) & (order < self.n)]
+                rows = first_allowed(order, masks.main, limit)
+                return SourceList(SOURCE_SEGMENT, rows, _rank_scores(len(rows)), quota)
+        if self.trending is not None and vector is not None:
+            rows = first_allowed(self.trending, masks.main, limit)
+            return SourceList(SOURCE_TRENDING, rows, self.trending_scores[rows], quota)
+        return None
+
+    def _fresh(self, masks: FilterMasks, live: LiveItems, limit: int) -> SourceList:
+        runtime = np.flatnonzero(masks.delta)[::-1][:limit] + self.n  # the latest additions first
+        newest = first_allowed(self.newest, masks.main, max(limit - len(runtime), 0))
+        rows = np.concatenate([runtime, newest]).astype(np.int64)
+        return SourceList(SOURCE_FRESH, rows, _rank_scores(len(rows)), self.settings.quota_fresh)
+
+    # --- similar items ------------------------------------------------------------------------------------
+
     def similar_items(self, item_id: str, count: int) -> tuple[list[str], np.ndarray]:
-        row = self.item_pos.get(item_id)
+        live = self.live
+        row = self.row_of(item_id, live)
         if row is None:
             raise NotFound(f"item {item_id!r} is not in the catalogue (bundle {self.version})")
-        allowed = np.ones(len(self.item_pos), dtype=bool)
-        allowed[row] = False
-        rows, scores = _search(self.similarity_index, self.normalised_factors[row], count, allowed)
-        return self.fallback.item_ids[rows].tolist(), scores.astype(np.float32)
+        masks = FilterMasks(~live.main_gone, live.delta_alive.copy())
+        if row < self.n:
+            masks.main[row] = False
+        else:
+            masks.delta[row - self.n] = False
+        query = self._similarity_vectors(np.array([row]), live)
+        rows, scores = self._search(self.similarity, self._delta_similarity(live), query, count, masks)
+        keep = rows[0] >= 0
+        return self.ids_of(rows[0][keep], live), scores[0][keep].astype(np.float32)
+
+    # --- runtime catalogue changes ------------------------------------------------------------------------
+
+    def embed(self, items: Sequence[ItemContent]) -> np.ndarray:
+        """Vectors of `items`: given embeddings as they are, the rest from the item tower."""
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        need = [i for i, item in enumerate(items) if not item.embedding]
+        for i, item in enumerate(items):
+            if item.embedding:
+                out[i] = np.asarray(item.embedding, dtype=np.float32)
+        if need:
+            if self.item_tower is None:
+                raise ValueError(f"bundle {self.version} has no item tower: give each item its embedding")
+            chosen = [items[i] for i in need]
+            # A trained item keeps its id embedding (row + 1); a new one is embedded from content alone (0).
+            ids = [self.fallback.item_pos.get(item.item_id, -1) + 1 for item in chosen]
+            out[need] = self.item_tower.embed(ids, [c.title for c in chosen], [c.year for c in chosen],
+                                              [list(c.genres) for c in chosen])  # fmt: skip
+        return out
+
+    def upsert(self, items: Sequence[ItemContent]) -> tuple[int, int]:
+        """Makes `items` live with new content and vectors; (added, updated)."""
+        vectors = self.embed(items)
+        bits = np.array([self.catalogue.genre_bits(list(i.genres)) for i in items], dtype=np.uint64)
+        with self._admin_lock:
+            live = self.live
+            main_rows = [self.fallback.item_pos.get(i.item_id) for i in items]
+            updated = sum(self.row_of(i.item_id, live) is not None for i in items)
+            self.live = live.with_upserts(items, vectors, main_rows, bits)
+        return len(items) - updated, updated
+
+    def remove(self, item_ids: Sequence[str]) -> tuple[int, int]:
+        """Takes `item_ids` out of every source; (removed, already removed)."""
+        with self._admin_lock:
+            live = self.live
+            present = [i for i in item_ids if self.row_of(i, live) is not None]
+            main_rows = [self.fallback.item_pos.get(i) for i in item_ids]
+            self.live = live.with_removals(list(item_ids), main_rows)
+        return len(present), len(item_ids) - len(present)
+
+    def knows(self, item_id: str) -> bool:
+        """Whether the id was ever in this catalogue (bundle or runtime), removed or not."""
+        live = self.live
+        return item_id in self.fallback.item_pos or item_id in live.delta_pos or item_id in live.removed
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "bundle": self.version,
+            "items": self.n,
+            "live_items": self.live.size,
+            "runtime_items": len(self.live.delta_pos),
+            "dim": self.dim,
+            "index": self.spec.describe(),
+            "query_tower": self.query_tower is not None,
+            "item_tower": self.item_tower is not None,
+            "segments": self.segments is not None,
+        }

@@ -1,9 +1,11 @@
-"""gRPC servicer of the candidate stage: protobuf <-> RetrievalQuery/Candidates, nothing else."""
+"""gRPC servicers of the candidate stage: protobuf <-> the Retriever, bundle refresh and live catalogue changes."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -11,66 +13,131 @@ import faiss
 import grpc
 
 from recsys.candidate.v1 import candidate_pb2, candidate_pb2_grpc
-from services.candidate.retrieval import RetrievalQuery, Retriever
+from services.candidate.live import ItemContent
+from services.candidate.monitor import RecallMonitor
+from services.candidate.retrieval import AnnProbe, ItemFeatureReader, RetrievalQuery, Retriever
 from services.candidate.settings import CandidateSettings
-from services.common.bundle import load_current
-from services.common.errors import Unavailable
+from services.common.bundle import Bundle, load_current
+from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
+from services.common.refresh import PeriodicRefresh
 from services.common.settings import CommonSettings
-from services.common.validation import check_count, check_id, check_ids
+from services.common.validation import MAX_ID_LENGTH, check_count, check_id, check_ids
 
 log = logging.getLogger(__name__)
 
 MAX_HISTORY = 1000
 MAX_SIMILAR = 500
+MAX_TITLE = 300
+YEARS = (1800, 2200)
+
+
+def _full_name(service: str) -> str:
+    return str(candidate_pb2.DESCRIPTOR.services_by_name[service].full_name)
 
 
 class CandidateApp(candidate_pb2_grpc.CandidateServiceServicer):
-    service_names = (candidate_pb2.DESCRIPTOR.services_by_name["CandidateService"].full_name,)
+    service_names = (_full_name("CandidateService"), _full_name("CandidateAdminService"))
+    interceptors = ()
 
-    def __init__(self, settings: CandidateSettings, common: CommonSettings) -> None:
+    def __init__(
+        self,
+        settings: CandidateSettings,
+        common: CommonSettings,
+        read_features: ItemFeatureReader | None = None,
+    ) -> None:
         self.settings = settings
         self.common = common
+        self.read_features = read_features  # tests serve bundles whose items are not in the feature store
         self.retriever: Retriever | None = None
-        # Faiss searches run here, off the event loop; one thread each keeps tail latency steady.
+        # Searches run here, off the event loop; one thread each keeps tail latency steady.
         self.executor = ThreadPoolExecutor(max_workers=settings.search_threads, thread_name_prefix="faiss")
+        self.monitor = RecallMonitor(settings.recall_sample_rate, settings.recall_k)
+        self.refresher = PeriodicRefresh("candidate", settings.refresh_seconds, self.refresh)
+        # Runtime catalogue changes, last word per item (None = removed): replayed onto every new bundle.
+        self.changes: dict[str, ItemContent | None] = {}
+        self._admin = asyncio.Lock()
+        self.admin = CandidateAdmin(self)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         candidate_pb2_grpc.add_CandidateServiceServicer_to_server(self, server)
+        candidate_pb2_grpc.add_CandidateAdminServiceServicer_to_server(self.admin, server)
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
 
     async def load(self) -> None:
-        self.retriever = await asyncio.to_thread(self._load)
-        log.info(
-            "candidate stage loaded bundle %s (%d items)",
-            self.retriever.version,
-            len(self.retriever.item_pos),
-        )
+        bundle = await asyncio.to_thread(load_current, self.common.bundle_dir)
+        self.retriever = await asyncio.to_thread(self._build, bundle)
+        log.info("candidate stage loaded %s", self.retriever.describe())
+        self.refresher.start()
 
-    def _load(self) -> Retriever:
+    def _build(self, bundle: Bundle) -> Retriever:
         faiss.omp_set_num_threads(1)
-        return Retriever.from_bundle(load_current(self.common.bundle_dir), self.common.feature_repo)
+        return Retriever.from_bundle(bundle, self.common.feature_repo, self.settings, self.read_features)
+
+    async def refresh(self) -> None:
+        """Builds a newly published bundle to the side, replays the runtime changes, then swaps it in; requests
+        already running finish on the retriever they started with."""
+        current = self.retriever
+        if current is None:
+            return
+        bundle = await asyncio.to_thread(load_current, self.common.bundle_dir)
+        if bundle.version == current.version:
+            return
+        fresh = await asyncio.to_thread(self._build, bundle)
+        async with self._admin:  # no change can slip between the replay and the swap
+            await asyncio.to_thread(self._replay, fresh, dict(self.changes))
+            self.retriever = fresh
+        log.info("candidate stage switched from bundle %s to %s", current.version, fresh.describe())
+
+    @staticmethod
+    def _replay(retriever: Retriever, changes: dict[str, ItemContent | None]) -> None:
+        fits = [c for c in changes.values() if c is not None]
+        upserts = [c for c in fits if not c.embedding or len(c.embedding) == retriever.dim]
+        dropped = len(fits) - len(upserts)
+        if dropped:
+            log.warning("%d runtime items carry embeddings of another dimension than bundle %s: not replayed",
+                        dropped, retriever.version)  # fmt: skip
+        if upserts:
+            retriever.upsert(upserts)
+        removed = [i for i, c in changes.items() if c is None]
+        if removed:
+            retriever.remove(removed)
 
     async def close(self) -> None:
+        await self.refresher.stop()
+        self.monitor.close()
         self.executor.shutdown(wait=False)
 
-    def _ready(self) -> Retriever:
+    def ready(self) -> Retriever:
         if self.retriever is None:
             raise Unavailable("the candidate stage is still loading its index")
         return self.retriever
 
+    # --- CandidateService ---------------------------------------------------------------------------------
+
     async def Retrieve(
         self, request: candidate_pb2.RetrieveRequest, context: grpc.aio.ServicerContext
     ) -> candidate_pb2.RetrieveResponse:
-        retriever = self._ready()
+        retriever = self.ready()
+        recent = list(request.recent_item_ids)
+        has_features = request.HasField("user_features")
+        if not recent and has_features:
+            recent = list(request.user_features.recent_item_ids)
+        ctx = request.context
         query = RetrievalQuery(
             user_id=check_id("user_id", request.user_id),
-            recent_item_ids=check_ids("recent_item_ids", request.recent_item_ids, MAX_HISTORY),
+            recent_item_ids=check_ids("recent_item_ids", recent, MAX_HISTORY),
             count=check_count("count", request.count, self.settings.max_candidates),
             include_genres=list(request.filter.include_genres),
             exclude_genres=list(request.filter.exclude_genres),
             exclude_item_ids=check_ids("exclude_item_ids", request.exclude_item_ids, self.settings.max_candidates),
+            user_features=request.user_features if has_features else None,
+            request_time=ctx.request_time.seconds if ctx.HasField("request_time") else None,
+            device=int(ctx.device),
         )
+        probe = partial(self._probe, retriever) if self.monitor.sampled() else None
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self.executor, partial(retriever.retrieve, query))
+        result = await loop.run_in_executor(self.executor, partial(retriever.retrieve, query, probe))
         return candidate_pb2.RetrieveResponse(
             item_ids=result.item_ids,
             scores=result.scores.tolist(),
@@ -79,10 +146,13 @@ class CandidateApp(candidate_pb2_grpc.CandidateServiceServicer):
             cold_start=result.cold_start,
         )
 
+    def _probe(self, retriever: Retriever, probe: AnnProbe) -> None:
+        self.monitor.offer(retriever.index, probe)
+
     async def SimilarItems(
         self, request: candidate_pb2.SimilarItemsRequest, context: grpc.aio.ServicerContext
     ) -> candidate_pb2.SimilarItemsResponse:
-        retriever = self._ready()
+        retriever = self.ready()
         item_id = check_id("item_id", request.item_id)
         count = check_count("count", request.count, MAX_SIMILAR)
         loop = asyncio.get_running_loop()
@@ -90,3 +160,106 @@ class CandidateApp(candidate_pb2_grpc.CandidateServiceServicer):
         return candidate_pb2.SimilarItemsResponse(
             item_ids=item_ids, scores=scores.tolist(), bundle_version=retriever.version
         )
+
+
+def validate_upserts(
+    items: Sequence[candidate_pb2.ItemUpsert], retriever: Retriever, max_items: int
+) -> list[ItemContent]:
+    """ItemContent for each entry, or InvalidArgument listing every problem (nothing is applied then)."""
+    if not items:
+        raise InvalidArgument("items is empty: give at least one item")
+    if len(items) > max_items:
+        raise InvalidArgument(f"items has {len(items)} entries; at most {max_items} are allowed per call")
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    vocab = set(retriever.catalogue.genre_vocab)
+    tower_vocab = set(retriever.item_tower.genres) if retriever.item_tower is not None else None
+    out: list[ItemContent] = []
+    for i, item in enumerate(items):
+        where = f"items[{i}]"
+        try:
+            check_id(f"{where}.item_id", item.item_id)
+        except InvalidArgument as exc:
+            problems.append(exc.message)
+        if item.item_id in seen:
+            problems.append(f"{where}.item_id {item.item_id!r} repeats items[{seen[item.item_id]}]")
+        seen.setdefault(item.item_id, i)
+        title = item.title.strip()
+        if not title:
+            problems.append(f"{where}.title is required")
+        elif len(title) > MAX_TITLE:
+            problems.append(f"{where}.title is {len(title)} characters long; at most {MAX_TITLE} are allowed")
+        unknown = [g for g in item.genres if g not in vocab]
+        if unknown:
+            problems.append(f"{where}.genres: unknown genre(s) {', '.join(map(repr, unknown))}; "
+                            f"known genres: {', '.join(retriever.catalogue.genre_vocab)}")  # fmt: skip
+        elif tower_vocab is not None and not set(item.genres) <= tower_vocab:
+            problems.append(f"{where}.genres: {sorted(set(item.genres) - tower_vocab)} unknown to the item tower")
+        if len(set(item.genres)) != len(item.genres):
+            problems.append(f"{where}.genres repeats a genre")
+        if item.year != 0 and not YEARS[0] <= item.year <= YEARS[1]:
+            problems.append(f"{where}.year {item.year} is outside {YEARS[0]}..{YEARS[1]} (0 = unknown)")
+        if item.embedding:
+            if len(item.embedding) != retriever.dim:
+                problems.append(f"{where}.embedding has {len(item.embedding)} values; the index has dimension "
+                                f"{retriever.dim}")  # fmt: skip
+            elif not all(math.isfinite(v) for v in item.embedding):
+                problems.append(f"{where}.embedding has a NaN or infinite value")
+        elif retriever.item_tower is None:
+            problems.append(f"{where}.embedding is required: bundle {retriever.version} has no item tower")
+        out.append(ItemContent(item.item_id, title, tuple(item.genres), int(item.year), tuple(item.embedding)))
+    if problems:
+        shown = problems[:20]
+        more = f"; and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise InvalidArgument("invalid items: " + "; ".join(shown) + more)
+    return out
+
+
+class CandidateAdmin(candidate_pb2_grpc.CandidateAdminServiceServicer):
+    """Live catalogue changes; each call is applied whole, to the serving retriever, and journalled."""
+
+    def __init__(self, app: CandidateApp) -> None:
+        self.app = app
+
+    async def UpsertItems(
+        self, request: candidate_pb2.UpsertItemsRequest, context: grpc.aio.ServicerContext
+    ) -> candidate_pb2.UpsertItemsResponse:
+        app = self.app
+        async with app._admin:
+            retriever = app.ready()
+            items = validate_upserts(request.items, retriever, app.settings.max_admin_items)
+            try:
+                added, updated = await asyncio.to_thread(retriever.upsert, items)
+            except ValueError as exc:
+                raise FailedPrecondition(str(exc)) from exc
+            for item in items:
+                app.changes[item.item_id] = item
+        log.info("upserted %d item(s) (%d new, %d updated) into bundle %s", len(items), added, updated,
+                 retriever.version)  # fmt: skip
+        return candidate_pb2.UpsertItemsResponse(
+            added=added, updated=updated, bundle_version=retriever.version, catalogue_size=retriever.live.size
+        )
+
+    async def RemoveItems(
+        self, request: candidate_pb2.RemoveItemsRequest, context: grpc.aio.ServicerContext
+    ) -> candidate_pb2.RemoveItemsResponse:
+        app = self.app
+        ids = check_ids("item_ids", request.item_ids, app.settings.max_admin_items)
+        if not ids:
+            raise InvalidArgument("item_ids is empty: give at least one item id")
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument("item_ids repeats an id")
+        async with app._admin:
+            retriever = app.ready()
+            unknown = [i for i in ids if not retriever.knows(i) and i not in app.changes]
+            if unknown:
+                shown = ", ".join(repr(i[:MAX_ID_LENGTH]) for i in unknown[:10])
+                raise InvalidArgument(f"item_ids not in the catalogue: {shown}" + (" …" if len(unknown) > 10 else ""))
+            removed, already = await asyncio.to_thread(retriever.remove, ids)
+            for item_id in ids:
+                app.changes[item_id] = None
+        log.info("removed %d item(s) from bundle %s (%d already removed)", removed, retriever.version, already)
+        return candidate_pb2.RemoveItemsResponse(
+            removed=removed, already_removed=already, bundle_version=retriever.version,
+            catalogue_size=retriever.live.size,
+        )  # fmt: skip

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServerSettings
@@ -13,3 +15,47 @@ class CandidateSettings(ServerSettings):
 
     port: int = Field(50052, ge=0, le=65535)
     search_threads: int = Field(2, ge=1, description="Threads running index searches.")
+
+    # --- the ANN index (see docs/retrieval.md) ---
+    index_type: Literal["auto", "flat", "hnsw", "ivf"] = Field(
+        "auto", description="auto: the bundle contract's `index`, else flat below flat_max_items, else hnsw."
+    )
+    # Measured here: flat top-500 costs ~0.06 ms per 1k items (0.6 ms at 10k), HNSW ~1 ms at 100k-1M.
+    flat_max_items: int = Field(20_000, ge=0, description="auto picks exact search (IndexFlatIP) below this.")
+    hnsw_m: int | None = Field(None, ge=4, description="HNSW links per node (default 32).")
+    hnsw_ef_construction: int | None = Field(None, ge=8, description="HNSW build beam (default 64).")
+    hnsw_ef_search: int | None = Field(None, ge=8, description="HNSW search beam; at least k is used (default 128).")
+    ivf_nlist: int | None = Field(None, ge=1, description="IVF lists (default about 4*sqrt(n)).")
+    ivf_nprobe: int | None = Field(None, ge=1, description="IVF lists probed per query (default 32).")
+    build_threads: int = Field(2, ge=1, description="OpenMP threads while building an index (1 while serving).")
+    exact_filter_max_rows: int = Field(
+        20_000, ge=0, description="A filter passing at most this many items is answered by exact search over them."
+    )
+
+    # --- candidate sources and their quotas (shares of `count`; unused shares go to the others) ---
+    quota_embedding: float = Field(0.6, ge=0, le=1, description="Two-tower ANN of the user's query vector.")
+    quota_neighbours: float = Field(0.2, ge=0, le=1, description="Item-to-item neighbours of the recent history.")
+    quota_segment: float = Field(
+        0.1, ge=0, le=1, description="Popular in the segment / trending, for users without a history of their own."
+    )
+    quota_fresh: float = Field(0.05, ge=0, le=1, description="Newest releases and items added at runtime.")
+    cold_start_source: Literal["popular", "trending"] = Field(
+        "popular", description="What fills the answer (all of it for a cold-start user): popular or trending."
+    )
+    neighbour_history_items: int = Field(5, ge=1, le=50, description="Recent items whose neighbours are fetched.")
+    query_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads of the query/item towers.")
+
+    # --- live operation ---
+    refresh_seconds: float = Field(60.0, ge=0, description="How often to look for a new bundle (0 = never).")
+    recall_sample_rate: float = Field(
+        0.01, ge=0, le=1, description="Share of ANN queries also answered exactly off the request path."
+    )
+    recall_k: int = Field(100, ge=1, description="k of the sampled recall@k.")
+    max_admin_items: int = Field(1000, ge=1, description="Items per UpsertItems/RemoveItems call.")
+
+    @model_validator(mode="after")
+    def _quotas_fit(self) -> CandidateSettings:
+        total = self.quota_embedding + self.quota_neighbours + self.quota_segment + self.quota_fresh
+        if total <= 0:
+            raise ValueError("at least one source quota must be positive")
+        return self

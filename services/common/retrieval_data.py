@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -57,9 +58,14 @@ def known_rows(item_pos: dict[str, int], item_ids: Sequence[str], what: str) -> 
     return rows
 
 
-def normalised_item_factors(item_vectors: np.ndarray) -> np.ndarray:
-    """The item factors without the bias column, L2-normalised: the space in which "similar" is measured."""
-    factors = np.asarray(item_vectors[:, :-1], dtype=np.float32)
+def has_bias_column(contract: dict[str, Any]) -> bool:
+    """Whether the retrieval vectors end with a bias column (BPR-MF bundles; two-tower ones do not)."""
+    return bool(contract.get("bias_column", contract.get("model", "bpr_mf") != "two_tower"))
+
+
+def normalised_item_factors(item_vectors: np.ndarray, bias_column: bool = True) -> np.ndarray:
+    """The item factors (without the bias column, if any), L2-normalised: the space of "similar"."""
+    factors = np.asarray(item_vectors[:, :-1] if bias_column else item_vectors, dtype=np.float32)
     norms = np.linalg.norm(factors, axis=1, keepdims=True)
     return np.ascontiguousarray(factors / np.where(norms > 0, norms, 1.0), dtype=np.float32)
 

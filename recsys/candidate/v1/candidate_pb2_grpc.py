@@ -138,3 +138,127 @@ class CandidateService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class CandidateAdminServiceStub:
+    """Live catalogue changes, applied to the serving index at once (no restart, no retraining). Internal: not
+    proxied by the gateway; expose it only to catalogue tooling.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.UpsertItems = channel.unary_unary(
+                '/recsys.candidate.v1.CandidateAdminService/UpsertItems',
+                request_serializer=recsys_dot_candidate_dot_v1_dot_candidate__pb2.UpsertItemsRequest.SerializeToString,
+                response_deserializer=recsys_dot_candidate_dot_v1_dot_candidate__pb2.UpsertItemsResponse.FromString,
+                _registered_method=True)
+        self.RemoveItems = channel.unary_unary(
+                '/recsys.candidate.v1.CandidateAdminService/RemoveItems',
+                request_serializer=recsys_dot_candidate_dot_v1_dot_candidate__pb2.RemoveItemsRequest.SerializeToString,
+                response_deserializer=recsys_dot_candidate_dot_v1_dot_candidate__pb2.RemoveItemsResponse.FromString,
+                _registered_method=True)
+
+
+class CandidateAdminServiceServicer:
+    """Live catalogue changes, applied to the serving index at once (no restart, no retraining). Internal: not
+    proxied by the gateway; expose it only to catalogue tooling.
+    """
+
+    def UpsertItems(self, request, context):
+        """Adds new items or replaces the content (and so the embedding) of existing ones. All or nothing: any
+        invalid entry fails the whole call with INVALID_ARGUMENT naming every problem.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveItems(self, request, context):
+        """Removes items; a removed item is never returned again (also across bundle swaps) unless upserted again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CandidateAdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'UpsertItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertItems,
+                    request_deserializer=recsys_dot_candidate_dot_v1_dot_candidate__pb2.UpsertItemsRequest.FromString,
+                    response_serializer=recsys_dot_candidate_dot_v1_dot_candidate__pb2.UpsertItemsResponse.SerializeToString,
+            ),
+            'RemoveItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveItems,
+                    request_deserializer=recsys_dot_candidate_dot_v1_dot_candidate__pb2.RemoveItemsRequest.FromString,
+                    response_serializer=recsys_dot_candidate_dot_v1_dot_candidate__pb2.RemoveItemsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'recsys.candidate.v1.CandidateAdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('recsys.candidate.v1.CandidateAdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class CandidateAdminService:
+    """Live catalogue changes, applied to the serving index at once (no restart, no retraining). Internal: not
+    proxied by the gateway; expose it only to catalogue tooling.
+    """
+
+    @staticmethod
+    def UpsertItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.candidate.v1.CandidateAdminService/UpsertItems',
+            recsys_dot_candidate_dot_v1_dot_candidate__pb2.UpsertItemsRequest.SerializeToString,
+            recsys_dot_candidate_dot_v1_dot_candidate__pb2.UpsertItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.candidate.v1.CandidateAdminService/RemoveItems',
+            recsys_dot_candidate_dot_v1_dot_candidate__pb2.RemoveItemsRequest.SerializeToString,
+            recsys_dot_candidate_dot_v1_dot_candidate__pb2.RemoveItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -24,6 +24,10 @@ class CandidateSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CANDIDATE_SOURCE_EMBEDDING: _ClassVar[CandidateSource]
     CANDIDATE_SOURCE_POPULAR: _ClassVar[CandidateSource]
     CANDIDATE_SOURCE_ITEM_NEIGHBOURS: _ClassVar[CandidateSource]
+    CANDIDATE_SOURCE_BATCH: _ClassVar[CandidateSource]
+    CANDIDATE_SOURCE_SEGMENT_POPULAR: _ClassVar[CandidateSource]
+    CANDIDATE_SOURCE_TRENDING: _ClassVar[CandidateSource]
+    CANDIDATE_SOURCE_FRESH: _ClassVar[CandidateSource]
 
 class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -32,6 +36,12 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STAGE_CANDIDATE: _ClassVar[Stage]
     STAGE_RANKING: _ClassVar[Stage]
     STAGE_RERANK: _ClassVar[Stage]
+
+class DiversityMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DIVERSITY_METHOD_UNSPECIFIED: _ClassVar[DiversityMethod]
+    DIVERSITY_METHOD_MMR: _ClassVar[DiversityMethod]
+    DIVERSITY_METHOD_DPP: _ClassVar[DiversityMethod]
 DEVICE_TYPE_UNSPECIFIED: DeviceType
 DEVICE_TYPE_DESKTOP: DeviceType
 DEVICE_TYPE_MOBILE: DeviceType
@@ -41,11 +51,18 @@ CANDIDATE_SOURCE_UNSPECIFIED: CandidateSource
 CANDIDATE_SOURCE_EMBEDDING: CandidateSource
 CANDIDATE_SOURCE_POPULAR: CandidateSource
 CANDIDATE_SOURCE_ITEM_NEIGHBOURS: CandidateSource
+CANDIDATE_SOURCE_BATCH: CandidateSource
+CANDIDATE_SOURCE_SEGMENT_POPULAR: CandidateSource
+CANDIDATE_SOURCE_TRENDING: CandidateSource
+CANDIDATE_SOURCE_FRESH: CandidateSource
 STAGE_UNSPECIFIED: Stage
 STAGE_FEATURES: Stage
 STAGE_CANDIDATE: Stage
 STAGE_RANKING: Stage
 STAGE_RERANK: Stage
+DIVERSITY_METHOD_UNSPECIFIED: DiversityMethod
+DIVERSITY_METHOD_MMR: DiversityMethod
+DIVERSITY_METHOD_DPP: DiversityMethod
 
 class RequestContext(_message.Message):
     __slots__ = ("request_time", "device", "locale", "surface")
@@ -78,7 +95,7 @@ class ItemInfo(_message.Message):
     def __init__(self, title: _Optional[str] = ..., genres: _Optional[_Iterable[str]] = ..., year: _Optional[int] = ...) -> None: ...
 
 class UserFeatures(_message.Message):
-    __slots__ = ("user_id", "age_bucket", "gender", "occupation", "zip_prefix", "interaction_count", "mean_rating", "recent_item_ids", "last_active_unix")
+    __slots__ = ("user_id", "age_bucket", "gender", "occupation", "zip_prefix", "interaction_count", "mean_rating", "recent_item_ids", "last_active_unix", "batch_item_ids")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     AGE_BUCKET_FIELD_NUMBER: _ClassVar[int]
     GENDER_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +105,7 @@ class UserFeatures(_message.Message):
     MEAN_RATING_FIELD_NUMBER: _ClassVar[int]
     RECENT_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     LAST_ACTIVE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     age_bucket: int
     gender: str
@@ -97,4 +115,5 @@ class UserFeatures(_message.Message):
     mean_rating: float
     recent_item_ids: _containers.RepeatedScalarFieldContainer[str]
     last_active_unix: int
-    def __init__(self, user_id: _Optional[str] = ..., age_bucket: _Optional[int] = ..., gender: _Optional[str] = ..., occupation: _Optional[str] = ..., zip_prefix: _Optional[str] = ..., interaction_count: _Optional[int] = ..., mean_rating: _Optional[float] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., last_active_unix: _Optional[int] = ...) -> None: ...
+    batch_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_id: _Optional[str] = ..., age_bucket: _Optional[int] = ..., gender: _Optional[str] = ..., occupation: _Optional[str] = ..., zip_prefix: _Optional[str] = ..., interaction_count: _Optional[int] = ..., mean_rating: _Optional[float] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., last_active_unix: _Optional[int] = ..., batch_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...

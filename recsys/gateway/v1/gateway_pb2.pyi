@@ -25,7 +25,7 @@ FEEDBACK_TYPE_RATING: FeedbackType
 FEEDBACK_TYPE_PURCHASE: FeedbackType
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "context", "count", "filter", "exclude_item_ids", "diversity", "explain")
+    __slots__ = ("user_id", "context", "count", "filter", "exclude_item_ids", "diversity", "explain", "diversity_method", "graph_weight")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,8 @@ class RecommendRequest(_message.Message):
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_METHOD_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     context: _common_pb2.RequestContext
     count: int
@@ -40,7 +42,9 @@ class RecommendRequest(_message.Message):
     exclude_item_ids: _containers.RepeatedScalarFieldContainer[str]
     diversity: float
     explain: bool
-    def __init__(self, user_id: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., count: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., diversity: _Optional[float] = ..., explain: _Optional[bool] = ...) -> None: ...
+    diversity_method: _common_pb2.DiversityMethod
+    graph_weight: float
+    def __init__(self, user_id: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., count: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., diversity: _Optional[float] = ..., explain: _Optional[bool] = ..., diversity_method: _Optional[_Union[_common_pb2.DiversityMethod, str]] = ..., graph_weight: _Optional[float] = ...) -> None: ...
 
 class StageScores(_message.Message):
     __slots__ = ("retrieval", "ranking", "rerank")

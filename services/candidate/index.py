@@ -1,0 +1,216 @@
+"""The ANN index over item vectors: which kind for which catalogue, and filtered top-k that still fills `k`.
+
+Kinds: `flat` (exact inner product, IndexFlatIP), `hnsw` (IndexHNSWFlat, inner product) and `ivf`
+(IndexIVFFlat, inner product). Filters run inside the index through an IDSelectorBitmap. HNSW and IVF can
+come back short under a strict filter (the beam or the probed lists hold too few allowed items), so the
+search widens the beam and, when a filter lets through at most `exact_filter_max_rows` items or the widened
+search is still short, answers exactly over the allowed rows instead: a filter never costs `count`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import faiss
+import numpy as np
+
+KINDS = ("flat", "hnsw", "ivf")
+DEFAULTS: dict[str, dict[str, int]] = {
+    "flat": {},
+    "hnsw": {"M": 32, "efConstruction": 64, "efSearch": 128},
+    "ivf": {"nlist": 0, "nprobe": 32},  # nlist 0 = about 4*sqrt(n)
+}
+# Settings field -> (kind, parameter)
+SETTING_PARAMS = {
+    "hnsw_m": ("hnsw", "M"),
+    "hnsw_ef_construction": ("hnsw", "efConstruction"),
+    "hnsw_ef_search": ("hnsw", "efSearch"),
+    "ivf_nlist": ("ivf", "nlist"),
+    "ivf_nprobe": ("ivf", "nprobe"),
+}
+WIDEN_STEPS = 2  # beam/probe widenings (x4 each) before falling back to exact search over the allowed rows
+
+
+class RowFilter:
+    """A boolean mask over index rows with its count and packed bitmap, each computed at most once per request
+    (several searches share one filter; at a million rows each pass costs ~0.1-0.2 ms)."""
+
+    def __init__(self, mask: np.ndarray) -> None:
+        self.mask = mask
+        self._count: int | None = None
+        self._bitmap: np.ndarray | None = None
+
+    @property
+    def count(self) -> int:
+        if self._count is None:
+            self._count = int(np.count_nonzero(self.mask))
+        return self._count
+
+    @property
+    def bitmap(self) -> np.ndarray:
+        if self._bitmap is None:
+            self._bitmap = np.packbits(self.mask, bitorder="little")
+        return self._bitmap
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    kind: str
+    params: dict[str, int] = field(default_factory=dict)
+    chosen_by: str = "size"  # size | contract | settings
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": self.kind, **self.params, "chosen_by": self.chosen_by}
+
+
+def choose_spec(n_items: int, settings: Any, contract_index: Mapping[str, Any] | None = None) -> IndexSpec:
+    """Settings override the bundle contract's `index` entry, which overrides the default by catalogue size."""
+    contract_index = dict(contract_index or {})
+    if settings.index_type != "auto":
+        kind, chosen_by = settings.index_type, "settings"
+    elif contract_index.get("type"):
+        kind, chosen_by = str(contract_index["type"]), "contract"
+    else:
+        kind, chosen_by = ("flat" if n_items < settings.flat_max_items else "hnsw"), "size"
+    if kind not in KINDS:
+        raise ValueError(f"unknown index type {kind!r}; expected one of {KINDS}")
+    params = dict(DEFAULTS[kind])
+    for key in params:
+        if key in contract_index:
+            params[key] = int(contract_index[key])
+    for setting, (for_kind, key) in SETTING_PARAMS.items():
+        value = getattr(settings, setting, None)
+        if for_kind == kind and value is not None:
+            params[key] = int(value)
+    if kind == "ivf":
+        if params["nlist"] <= 0:
+            params["nlist"] = int(min(max(4 * math.sqrt(max(n_items, 1)), 1), 65536))
+        params["nlist"] = max(1, min(params["nlist"], max(n_items // 39, 1)))  # Faiss wants ~39 points per list
+        params["nprobe"] = min(params["nprobe"], params["nlist"])
+    return IndexSpec(kind, params, chosen_by)
+
+
+def default_index_contract(n_items: int, flat_max_items: int) -> dict[str, Any]:
+    """The `index` entry training writes into the retrieval contract: the kind and parameters the candidate
+    service builds for this catalogue unless its settings override them (see `choose_spec`)."""
+    kind = "flat" if n_items < flat_max_items else "hnsw"
+    return {"type": kind, **DEFAULTS[kind]}
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k largest scores, best first."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    part = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+class AnnIndex:
+    """A Faiss index over the rows of `vectors`; immutable once built, so searches need no lock."""
+
+    def __init__(self, vectors: np.ndarray, spec: IndexSpec, build_threads: int = 1) -> None:
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.spec = spec
+        self.n, self.dim = self.vectors.shape
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(build_threads)
+        try:
+            self.index = self._build()
+        finally:
+            faiss.omp_set_num_threads(threads)
+
+    @property
+    def exact(self) -> bool:
+        return self.spec.kind == "flat"
+
+    def _build(self) -> faiss.Index:
+        p, kind = self.spec.params, self.spec.kind
+        index: Any
+        if kind == "flat":
+            index = faiss.IndexFlatIP(self.dim)
+        elif kind == "hnsw":
+            index = faiss.IndexHNSWFlat(self.dim, p["M"], faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = p["efConstruction"]
+        else:
+            quantizer = faiss.IndexFlatIP(self.dim)
+            index = faiss.IndexIVFFlat(quantizer, self.dim, p["nlist"], faiss.METRIC_INNER_PRODUCT)
+            rng = np.random.default_rng(0)
+            sample = self.vectors[rng.choice(self.n, size=min(self.n, p["nlist"] * 64), replace=False)]
+            index.train(sample)
+            self._quantizer = quantizer  # Faiss keeps a raw pointer; Python must keep the object alive
+        if self.n:
+            index.add(self.vectors)
+        return index
+
+    def _params(self, k: int, widen: int, selector: Any) -> Any:
+        p = self.spec.params
+        params: Any
+        if self.spec.kind == "hnsw":
+            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+            params.efSearch = max(p["efSearch"], k) * 4**widen
+        elif self.spec.kind == "ivf":
+            params = faiss.SearchParametersIVF()
+            params.nprobe = min(p["nprobe"] * 4**widen, p["nlist"])
+        else:
+            params = faiss.SearchParameters()
+        if selector is not None:
+            params.sel = selector
+        return params
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | RowFilter | None = None, exact_max_rows: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows (best first, -1 padded) and scores of each query among the `allowed` rows (a bool mask
+        over rows; None = all). Fills k whenever k rows are allowed."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        filt = RowFilter(allowed) if isinstance(allowed, np.ndarray) else allowed
+        allowed = None if filt is None else filt.mask
+        n_allowed = self.n if filt is None else filt.count
+        k = min(k, n_allowed)
+        if k <= 0:
+            return np.full((len(q), 0), -1, dtype=np.int64), np.zeros((len(q), 0), dtype=np.float32)
+        if allowed is not None and not self.exact and n_allowed <= exact_max_rows:
+            return self.exact_search(q, k, allowed)
+        bitmap = selector = None
+        if filt is not None and n_allowed < self.n:
+            bitmap = filt.bitmap
+            selector = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bitmap))  # reads `bitmap` during search
+        for widen in range(WIDEN_STEPS + 1 if not self.exact else 1):
+            scores, rows = self.index.search(q, k, params=self._params(k, widen, selector))
+            if (rows >= 0).all():
+                return rows, scores
+        del bitmap
+        return self.exact_search(q, k, allowed)
+
+    def exact_search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k by brute force over the allowed rows (numpy), -1 padded."""
+        q = np.atleast_2d(queries).astype(np.float32)
+        rows_allowed = np.arange(self.n) if allowed is None else np.flatnonzero(allowed)
+        k = min(k, len(rows_allowed))
+        out_rows = np.full((len(q), k), -1, dtype=np.int64)
+        out_scores = np.zeros((len(q), k), dtype=np.float32)
+        if k <= 0:
+            return out_rows, out_scores
+        vecs = self.vectors if allowed is None else self.vectors[rows_allowed]
+        all_scores = q @ vecs.T
+        for i in range(len(q)):
+            best = top_k(all_scores[i], k)
+            out_rows[i, : len(best)] = rows_allowed[best]
+            out_scores[i, : len(best)] = all_scores[i, best]
+        return out_rows, out_scores
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes held: the vectors plus the index's own structures."""
+        vec = self.vectors.nbytes
+        if self.spec.kind == "flat":
+            return 2 * vec
+        if self.spec.kind == "hnsw":
+            m = self.spec.params["M"]
+            return 2 * vec + self.n * (2 * m) * 4 * 1  # level 0 holds 2M links of int32; upper levels are small
+        return 2 * vec + self.n * 8  # IVF: vectors + ids in the lists

@@ -1,0 +1,98 @@
+"""The ANN index: choice by size/contract/settings, and filtered search that still fills k, per index type."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.candidate.index import AnnIndex, IndexSpec, choose_spec, default_index_contract
+from services.candidate.settings import CandidateSettings
+
+
+def clustered(n: int, dim: int = 16, clusters: int = 20, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    x = centres[rng.integers(0, clusters, n)] + 0.3 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_default_is_flat_below_the_threshold_and_hnsw_above() -> None:
+    s = CandidateSettings()
+    assert choose_spec(19_999, s).kind == "flat" and choose_spec(20_000, s).kind == "hnsw"
+    big = choose_spec(1_000_000, s)
+    assert big.kind == "hnsw" and big.params == {"M": 32, "efConstruction": 64, "efSearch": 128}
+    assert big.chosen_by == "size"
+
+
+def test_contract_then_settings_override() -> None:
+    spec = choose_spec(200_000, CandidateSettings(), {"type": "ivf", "nlist": 1024, "nprobe": 16})
+    assert (spec.kind, spec.params, spec.chosen_by) == ("ivf", {"nlist": 1024, "nprobe": 16}, "contract")
+    spec = choose_spec(200_000, CandidateSettings(ivf_nprobe=64), {"type": "ivf", "nlist": 1024})
+    assert spec.params["nprobe"] == 64
+    spec = choose_spec(200_000, CandidateSettings(index_type="hnsw", hnsw_ef_search=256), {"type": "ivf"})
+    assert spec.kind == "hnsw" and spec.params["efSearch"] == 256 and spec.chosen_by == "settings"
+    assert choose_spec(1_000_000, CandidateSettings(index_type="ivf")).params["nlist"] == 4000
+    with pytest.raises(ValueError, match="unknown index type"):
+        choose_spec(10, CandidateSettings(), {"type": "lsh"})
+
+
+def test_the_contract_written_by_training_is_what_the_service_builds() -> None:
+    threshold = CandidateSettings().flat_max_items
+    small = choose_spec(1_682, CandidateSettings(), default_index_contract(1_682, threshold))
+    assert (small.kind, small.chosen_by) == ("flat", "contract")
+    big = choose_spec(1_000_000, CandidateSettings(), default_index_contract(1_000_000, threshold))
+    assert big.describe() == {"type": "hnsw", "M": 32, "efConstruction": 64, "efSearch": 128, "chosen_by": "contract"}
+
+
+SPECS = [
+    IndexSpec("flat"),
+    IndexSpec("hnsw", {"M": 16, "efConstruction": 40, "efSearch": 32}),
+    IndexSpec("ivf", {"nlist": 64, "nprobe": 2}),
+]
+
+
+@pytest.fixture(scope="module")
+def vectors() -> np.ndarray:
+    return clustered(6000)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.kind)
+@pytest.mark.parametrize("share", [0.003, 0.05, 0.5])
+def test_strict_filters_still_return_k_when_enough_qualify(vectors: np.ndarray, spec: IndexSpec, share: float) -> None:
+    index = AnnIndex(vectors, spec)
+    rng = np.random.default_rng(1)
+    allowed = rng.random(len(vectors)) < share
+    k = min(int(allowed.sum()), 300)
+    # exact_max_rows=0: the index itself must fill k (widening, then exact), not the small-filter shortcut.
+    rows, scores = index.search(vectors[:3], k, allowed, exact_max_rows=0)
+    assert rows.shape == (3, k) and (rows >= 0).all()
+    assert allowed[rows].all()
+    for r in rows:
+        assert len(set(r.tolist())) == k
+    assert np.all(np.diff(scores, axis=1) <= 1e-5), "best first"
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.kind)
+def test_fewer_allowed_than_k_returns_all_of_them(vectors: np.ndarray, spec: IndexSpec) -> None:
+    index = AnnIndex(vectors, spec)
+    allowed = np.zeros(len(vectors), dtype=bool)
+    allowed[[5, 50, 500]] = True
+    rows, _ = index.search(vectors[0], 100, allowed, exact_max_rows=1000)
+    assert sorted(rows[0].tolist()) == [5, 50, 500]
+
+
+@pytest.mark.parametrize("spec", SPECS[1:], ids=lambda s: s.kind)
+def test_approximate_indexes_have_high_recall_on_clustered_data(vectors: np.ndarray, spec: IndexSpec) -> None:
+    index = AnnIndex(vectors, spec)
+    queries = vectors[::120] + 0.1 * np.random.default_rng(7).normal(size=(50, vectors.shape[1])).astype(np.float32)
+    approx, _ = index.search(queries, 100)
+    exact, _ = index.exact_search(queries, 100)
+    recall = np.mean([len(np.intersect1d(a, e)) / 100 for a, e in zip(approx, exact, strict=True)])
+    assert recall >= 0.9
+
+
+def test_flat_is_exact(vectors: np.ndarray) -> None:
+    index = AnnIndex(vectors, IndexSpec("flat"))
+    rows, _ = index.search(vectors[:5], 50)
+    exact, _ = index.exact_search(vectors[:5], 50)
+    assert (rows == exact).all()

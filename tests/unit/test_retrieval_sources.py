@@ -1,0 +1,164 @@
+"""Source merging and the Retriever on a small synthetic catalogue (no feature store, no gRPC)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from recsys.common.v1 import common_pb2
+from services.candidate.live import ItemContent
+from services.candidate.monitor import RecallMonitor
+from services.candidate.retrieval import AnnProbe, RetrievalQuery, Retriever, Segments
+from services.candidate.settings import CandidateSettings
+from services.candidate.sources import SourceList, merge
+from services.common.catalogue import Catalogue
+from services.common.errors import NotFound
+
+from .test_retrieval_index import clustered
+
+EMB, NB, SEG, FRESH, POP = (
+    common_pb2.CANDIDATE_SOURCE_EMBEDDING,
+    common_pb2.CANDIDATE_SOURCE_ITEM_NEIGHBOURS,
+    common_pb2.CANDIDATE_SOURCE_SEGMENT_POPULAR,
+    common_pb2.CANDIDATE_SOURCE_FRESH,
+    common_pb2.CANDIDATE_SOURCE_POPULAR,
+)
+GENRES = ("Action", "Comedy", "Drama", "Western")
+
+
+def test_merge_keeps_quotas_removes_duplicates_and_interleaves() -> None:
+    a = SourceList(EMB, np.arange(0, 100), np.linspace(1, 0, 100, dtype=np.float32), 0.6)
+    b = SourceList(NB, np.arange(50, 150), np.linspace(1, 0, 100, dtype=np.float32), 0.4)
+    rows, _, sources = merge([a, b], 20, 200)
+    assert len(rows) == 20 == len(set(rows.tolist()))
+    assert Counter(sources) == {EMB: 12, NB: 8}
+    assert set(rows[np.array(sources) == NB].tolist()) <= set(range(50, 150))
+    assert sources[:5].count(EMB) >= 2 and sources[:5].count(NB) >= 1, "interleaved"
+
+
+def test_merge_gives_unused_quota_to_the_others_and_dedups_in_priority_order() -> None:
+    a = SourceList(EMB, np.arange(0, 100), np.zeros(100, dtype=np.float32), 0.5)
+    b = SourceList(NB, np.array([0, 1, 2]), np.zeros(3, dtype=np.float32), 0.5)  # all already taken by a
+    rows, _, sources = merge([a, b], 50, 100)
+    assert len(rows) == 50 and Counter(sources) == {EMB: 50}
+    pop = SourceList(POP, np.arange(90, 100), np.zeros(10, dtype=np.float32), 0.0)
+    rows, _, sources = merge([b, pop], 10, 100)
+    assert Counter(sources) == {NB: 3, POP: 7}
+
+
+def _retriever(n: int = 3000, dim: int = 16, **settings: object) -> Retriever:
+    rng = np.random.default_rng(0)
+    items = clustered(n, dim)
+    users = clustered(50, dim, seed=3)
+    item_ids = [f"i{k}" for k in range(n)]
+    genres = [[GENRES[k % 4]] + ([GENRES[(k // 4) % 4]] if k % 3 == 0 else []) for k in range(n)]
+    genres = [sorted(set(g)) for g in genres]
+    catalogue = Catalogue.from_features(
+        item_ids, {"genres": genres, "title": item_ids, "year": (1950 + np.arange(n) % 60).tolist()}
+    )
+    seen = [rng.choice(n, 20, replace=False) for _ in range(50)]
+    popularity = rng.integers(0, 1000, n)
+    arrays = {
+        "item_ids": np.asarray(item_ids),
+        "item_vectors": items,
+        "user_ids": np.asarray([f"u{k}" for k in range(50)]),
+        "user_vectors": users,
+        "seen_indptr": np.concatenate([[0], np.cumsum([len(s) for s in seen])]).astype(np.int64),
+        "seen_indices": np.concatenate(seen).astype(np.int32),
+        "popular_items": np.argsort(-popularity).astype(np.int32),
+        "popularity": popularity,
+    }
+    segs = Segments(
+        user_pos={f"u{k}": k for k in range(50)},
+        user_segment=np.arange(50) % 2,
+        centroids=clustered(2, dim, seed=5),
+        popular=np.stack([np.arange(0, 200, 2), np.arange(1, 200, 2)]),
+    )
+    s = CandidateSettings(**settings)  # type: ignore[arg-type]
+    return Retriever("v1", arrays, catalogue, s, contract={"model": "two_tower"}, segments=segs)
+
+
+@pytest.fixture(scope="module")
+def retriever() -> Retriever:
+    return _retriever()
+
+
+def test_known_user_gets_embedding_neighbours_and_fresh_items(retriever: Retriever) -> None:
+    c = retriever.retrieve(RetrievalQuery("u0", ["i1", "i2"], 200))
+    assert len(c.item_ids) == 200 == len(set(c.item_ids)) and not c.cold_start
+    counts = Counter(c.sources)
+    assert counts[EMB] >= 100 and counts[NB] > 0 and counts[FRESH] > 0
+    assert SEG not in counts, "segments are for users without a history of their own"
+    assert not {"i1", "i2"} & set(c.item_ids)
+    assert np.all(np.diff(c.scores) <= 0), "scores follow the merged order"
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_strict_filter_returns_count_for_each_index_type(kind: str) -> None:
+    r = _retriever(index_type=kind, exact_filter_max_rows=0, hnsw_ef_search=16, ivf_nlist=64, ivf_nprobe=1)
+    q = RetrievalQuery("u1", ["i5"], 150, include_genres=["Western"], exclude_genres=["Action"],
+                       exclude_item_ids=[f"i{k}" for k in range(100)])  # fmt: skip
+    c = r.retrieve(q)
+    assert len(c.item_ids) == 150 == len(set(c.item_ids))
+    for item in c.item_ids:
+        g = r.catalogue.genres[r.item_pos[item]]
+        assert "Western" in g and "Action" not in g and int(item[1:]) >= 100
+
+
+def test_removed_items_never_come_back_and_upserts_are_retrievable_at_once() -> None:
+    r = _retriever()
+    before = r.retrieve(RetrievalQuery("u0", ["i1"], 500))
+    gone = before.item_ids[:50]
+    r.remove(gone)
+    for user in ("u0", "u1", "nobody"):
+        c = r.retrieve(RetrievalQuery(user, ["i1"], 2000))
+        assert not set(gone) & set(c.item_ids)
+    with pytest.raises(NotFound):
+        r.similar_items(gone[0], 5)
+    assert not set(gone) & set(r.similar_items("i1", 500)[0])
+    # A new item pointing where user u0 looks is the first embedding candidate, with the given genres.
+    added, updated = r.upsert([ItemContent("new-1", "New", ("Comedy",), 2030, tuple(r.user_vectors[0].tolist()))])
+    assert (added, updated) == (1, 0)
+    c = r.retrieve(RetrievalQuery("u0", [], 100, include_genres=["Comedy"]))
+    emb = [i for i, s in zip(c.item_ids, c.sources, strict=True) if s == EMB]
+    assert emb[0] == "new-1"
+    assert "new-1" not in r.retrieve(RetrievalQuery("u0", [], 100, include_genres=["Drama"])).item_ids
+    assert r.similar_items("new-1", 3)[0]
+    # Re-adding a removed item brings it back; removing a runtime item takes it out.
+    r.upsert([ItemContent(gone[0], "Back", ("Drama",), 1999, tuple(r.item_vectors[0].tolist()))])
+    assert r.row_of(gone[0]) is not None
+    r.remove(["new-1"])
+    assert "new-1" not in r.retrieve(RetrievalQuery("u0", [], 2000)).item_ids
+
+
+def test_cold_user_gets_popular_and_a_user_with_history_gets_neighbours(retriever: Retriever) -> None:
+    cold = retriever.retrieve(RetrievalQuery("stranger", [], 30))
+    assert cold.cold_start and set(cold.sources) == {POP}
+    warm = retriever.retrieve(RetrievalQuery("stranger", ["i10", "i20"], 30))
+    assert not warm.cold_start and Counter(warm.sources).most_common(1)[0][0] == NB
+
+
+def test_recall_monitor_measures_off_the_request_path() -> None:
+    r = _retriever(index_type="hnsw", hnsw_ef_search=16)
+    monitor = RecallMonitor(rate=1.0, k=50, seed=0)
+    probes: list[AnnProbe] = []
+    for u in range(20):
+        r.retrieve(RetrievalQuery(f"u{u}", [], 100), probe=probes.append)
+    for p in probes:
+        monitor.offer(r.index, p)
+        monitor._busy.acquire()  # wait for the background thread: one probe at a time
+        monitor._busy.release()
+    monitor.close()
+    assert monitor.samples == 20 and monitor.mean_recall is not None and monitor.mean_recall >= 0.9
+
+
+def test_a_seen_item_stays_excluded_after_its_content_is_replaced() -> None:
+    r = _retriever()
+    seen = r.fallback.seen.rows("u0")[:3]
+    seen_ids = [str(r.fallback.item_ids[i]) for i in seen]
+    vec = tuple(r.user_vectors[0].tolist())  # would be the best match for u0
+    r.upsert([ItemContent(i, "Re-cut", ("Drama",), 2001, vec) for i in seen_ids])
+    assert not set(seen_ids) & set(r.retrieve(RetrievalQuery("u0", [], 2000)).item_ids)
+    assert set(seen_ids) <= set(r.retrieve(RetrievalQuery("u1", [], 2000)).item_ids)
