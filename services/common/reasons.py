@@ -8,6 +8,10 @@ _BY_SOURCE: dict[int, str] = {
     common_pb2.CANDIDATE_SOURCE_POPULAR: "Popular with viewers right now",
     common_pb2.CANDIDATE_SOURCE_ITEM_NEIGHBOURS: "Similar to what you just watched",
     common_pb2.CANDIDATE_SOURCE_EMBEDDING: "Matches your taste profile",
+    common_pb2.CANDIDATE_SOURCE_BATCH: "Picked for you",
+    common_pb2.CANDIDATE_SOURCE_SEGMENT_POPULAR: "Popular with people like you",
+    common_pb2.CANDIDATE_SOURCE_TRENDING: "Trending now",
+    common_pb2.CANDIDATE_SOURCE_FRESH: "New in the catalogue",
 }
 
 

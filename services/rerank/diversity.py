@@ -1,43 +1,136 @@
-"""Maximal marginal relevance, vectorised: O(k * N * d) for k picks from N candidates of dimension d.
+"""Diversity: maximal marginal relevance and a greedy DPP, both vectorised over the candidates.
 
-At each step the pick maximises (1 - lambda) * relevance - lambda * (max similarity to the items already
-picked). Relevance is the ranking score min-max scaled over the candidates, so lambda means the same thing
-whatever the ranker's score range. lambda = 0 keeps the ranking order exactly.
+MMR is O(k * N * d) for k picks from N candidates of dimension d. At each step the pick maximises
+(1 - lambda) * relevance - lambda * (max similarity to the items already picked). Relevance is the ranking
+score min-max scaled over the candidates, so lambda means the same thing whatever the ranker's score range.
+lambda = 0 keeps the ranking order exactly (both methods).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
-def mmr(relevance: np.ndarray, embeddings: np.ndarray, count: int, diversity: float) -> tuple[np.ndarray, np.ndarray]:
+def mmr(
+    relevance: np.ndarray,
+    embeddings: np.ndarray,
+    count: int,
+    diversity: float,
+    available: np.ndarray | None = None,
+    on_pick: Callable[[int, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Picks `count` of the N candidates.
 
     relevance: (N,) scores; embeddings: (N, d) L2-normalised; returns (positions, objective values).
-    Ties break towards the earlier candidate, so the result is deterministic.
+    `available` (N,) bool, updated in place, says which candidates may still be picked; `on_pick(pick,
+    available)` may clear more of it after each pick (category caps). Ties break towards the earlier
+    candidate, so the result is deterministic.
     """
     n = len(relevance)
-    count = min(count, n)
+    rel = scaled(relevance)
+    avail = np.ones(n, dtype=bool) if available is None else available
+    if avail.dtype != np.bool_:
+        raise TypeError("available must be a boolean mask")
+    count = min(count, int(avail.sum()))
     if count <= 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    rel = np.asarray(relevance, dtype=np.float64)
-    span = rel.max() - rel.min()
-    rel = (rel - rel.min()) / span if span > 0 else np.zeros(n)
     if diversity <= 0.0:
-        order = np.argsort(-rel, kind="stable")[:count]
-        return order, rel[order].astype(np.float32)
+        return _by_relevance(rel, avail, count, on_pick)
     # Redundancy counts only positive similarity (dissimilar items are not rewarded), which also keeps
     # the picked objective values non-increasing, so the final scores descend with the position.
     max_sim = np.zeros(n)
-    available = np.ones(n, dtype=bool)
     picks = np.empty(count, dtype=np.int64)
     values = np.empty(count, dtype=np.float32)
     emb = np.asarray(embeddings, dtype=np.float64)
     for step in range(count):
-        objective = np.where(available, (1.0 - diversity) * rel - diversity * max_sim, -np.inf)
+        objective = np.where(avail, (1.0 - diversity) * rel - diversity * max_sim, -np.inf)
         pick = int(np.argmax(objective))
+        if not np.isfinite(objective[pick]):
+            return picks[:step], values[:step]
         picks[step] = pick
         values[step] = objective[pick]
-        available[pick] = False
+        avail[pick] = False
+        if on_pick is not None:
+            on_pick(pick, avail)
         np.maximum(max_sim, emb @ emb[pick], out=max_sim)
     return picks, values
+
+
+def dpp(
+    relevance: np.ndarray,
+    embeddings: np.ndarray,
+    count: int,
+    diversity: float,
+    available: np.ndarray | None = None,
+    on_pick: Callable[[int, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy MAP inference of a DPP with kernel L = diag(q) S diag(q), S = E Eᵀ, q = exp(alpha * relevance)
+    (Chen, Zhang and Zhou, NeurIPS 2018), in O(k * N * (d + k)).
+
+    The q factors cancel out of the incremental Cholesky update, so the loop keeps only the unit-kernel
+    residuals r_i = 1 - |c_i|² and picks argmax (1 - lambda) * rel_i + lambda/2 * log r_i: the log-det gain
+    with quality weight 1 - lambda, stable for any lambda. `available` and `on_pick` are as in `mmr`.
+    """
+    n = len(relevance)
+    rel = scaled(relevance)
+    avail = np.ones(n, dtype=bool) if available is None else available
+    if avail.dtype != np.bool_:
+        raise TypeError("available must be a boolean mask")
+    count = min(count, int(avail.sum()))
+    if count <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    if diversity <= 0.0:
+        return _by_relevance(rel, avail, count, on_pick)
+    emb = np.asarray(embeddings, dtype=np.float64)
+    chol = np.zeros((n, count))
+    residual = np.maximum(np.einsum("ij,ij->i", emb, emb), _EPS)  # s_ii (1 for unit embeddings)
+    picks = np.empty(count, dtype=np.int64)
+    values = np.empty(count, dtype=np.float32)
+    for step in range(count):
+        gain = (1.0 - diversity) * rel + 0.5 * diversity * np.log(np.maximum(residual, _EPS))
+        objective = np.where(avail, gain, -np.inf)
+        pick = int(np.argmax(objective))
+        if not np.isfinite(objective[pick]):
+            return picks[:step], values[:step]
+        picks[step], values[step] = pick, objective[pick]
+        avail[pick] = False
+        if on_pick is not None:
+            on_pick(pick, avail)
+        d_pick = np.sqrt(max(residual[pick], _EPS))
+        e = (emb @ emb[pick] - chol[:, :step] @ chol[pick, :step]) / d_pick
+        chol[:, step] = e
+        residual -= e * e
+    return picks, np.minimum.accumulate(values)  # scores descend with the position
+
+
+_EPS = 1e-10
+
+
+def scaled(relevance: np.ndarray) -> np.ndarray:
+    """Relevance min-max scaled to [0, 1], so the diversity strength means the same for any score range."""
+    rel = np.asarray(relevance, dtype=np.float64)
+    if not len(rel):
+        return rel
+    span = rel.max() - rel.min()
+    return (rel - rel.min()) / span if span > 0 else np.zeros(len(rel))
+
+
+def _by_relevance(
+    rel: np.ndarray, avail: np.ndarray, count: int, on_pick: Callable[[int, np.ndarray], None] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Diversity 0: the relevance order (stable), still honouring `available` and `on_pick` (caps)."""
+    if on_pick is None:
+        order = np.flatnonzero(avail)[np.argsort(-rel[avail], kind="stable")][:count]
+        return order, rel[order].astype(np.float32)
+    picks: list[int] = []
+    for pos in np.argsort(-rel, kind="stable"):
+        if len(picks) == count:
+            break
+        if avail[pos]:
+            picks.append(int(pos))
+            avail[pos] = False
+            on_pick(int(pos), avail)
+    order = np.asarray(picks, dtype=np.int64)
+    return order, rel[order].astype(np.float32)

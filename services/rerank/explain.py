@@ -36,3 +36,7 @@ def reasons(
             source = sources[position] if position < len(sources) else common_pb2.CANDIDATE_SOURCE_UNSPECIFIED
             out.append(source_reason(source))
     return out
+
+
+PINNED_REASON = "Featured"
+EXPLORATION_REASON = "Something different: a less-known title"

@@ -9,21 +9,30 @@ from functools import partial
 import grpc
 import numpy as np
 
+from recsys.common.v1 import common_pb2
 from recsys.rerank.v1 import rerank_pb2, rerank_pb2_grpc
 from services.common.bundle import load_current
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.settings import CommonSettings
 from services.common.validation import check_count, check_fraction, check_id
-from services.rerank.reranker import Reranker
+from services.rerank.reranker import DiversityMethod, Reranker
+from services.rerank.rules import BusinessRules
 from services.rerank.settings import RerankSettings
 
 log = logging.getLogger(__name__)
 
 MAX_HISTORY = 1000
+#: Request enum -> method; None (unspecified) means the configured default.
+METHODS: dict[int, DiversityMethod | None] = {
+    common_pb2.DIVERSITY_METHOD_UNSPECIFIED: None,
+    common_pb2.DIVERSITY_METHOD_MMR: DiversityMethod.MMR,
+    common_pb2.DIVERSITY_METHOD_DPP: DiversityMethod.DPP,
+}
 
 
 class RerankApp(rerank_pb2_grpc.RerankServiceServicer):
     service_names = (rerank_pb2.DESCRIPTOR.services_by_name["RerankService"].full_name,)
+    interceptors = ()
 
     def __init__(self, settings: RerankSettings, common: CommonSettings) -> None:
         self.settings = settings
@@ -34,8 +43,9 @@ class RerankApp(rerank_pb2_grpc.RerankServiceServicer):
         rerank_pb2_grpc.add_RerankServiceServicer_to_server(self, server)
 
     async def load(self) -> None:
+        rules = BusinessRules.load(self.settings.rules_file)  # a bad file fails the start, with its reasons
         self.reranker = await asyncio.to_thread(
-            lambda: Reranker.from_bundle(load_current(self.common.bundle_dir), self.common.feature_repo)
+            lambda: Reranker.from_bundle(load_current(self.common.bundle_dir), self.common.feature_repo, rules)
         )
         log.info("rerank stage loaded bundle %s", self.reranker.version)
 
@@ -59,6 +69,14 @@ class RerankApp(rerank_pb2_grpc.RerankServiceServicer):
             raise InvalidArgument("item_ids contains duplicates")
         count = check_count("count", request.count, n)
         diversity = check_fraction("diversity", request.diversity)
+        if request.diversity_method not in METHODS:
+            raise InvalidArgument(f"diversity_method {request.diversity_method} is not a known method")
+        method = METHODS[request.diversity_method]
+        graph_weight = (
+            check_fraction("graph_weight", request.graph_weight)
+            if request.HasField("graph_weight")
+            else self.settings.graph_weight
+        )
         if len(request.history_item_ids) > MAX_HISTORY:
             raise InvalidArgument(f"history_item_ids has more than {MAX_HISTORY} entries")
         result = await asyncio.to_thread(
@@ -71,6 +89,9 @@ class RerankApp(rerank_pb2_grpc.RerankServiceServicer):
                 diversity,
                 request.explain,
                 list(request.history_item_ids),
+                request.user_id,
+                method or DiversityMethod(self.settings.diversity_method),
+                graph_weight,
             )
         )
         return rerank_pb2.RerankResponse(

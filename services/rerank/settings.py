@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -12,3 +15,8 @@ class RerankSettings(ServerSettings):
     model_config = SettingsConfigDict(env_prefix="RECSYS_RERANK_", extra="ignore")
 
     port: int = Field(50054, ge=0, le=65535)
+    diversity_method: Literal["mmr", "dpp"] = Field("mmr", description="Diversity method when a request names none.")
+    graph_weight: float = Field(
+        0.3, ge=0.0, le=1.0, description="Weight of the graph affinity against the ranking score (request overrides)."
+    )
+    rules_file: Path | None = Field(None, description="Business rules (YAML or JSON, services/rerank/rules.py).")

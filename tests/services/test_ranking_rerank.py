@@ -58,8 +58,11 @@ async def test_rank_rejects_bad_requests(rank, request_kwargs, fragment) -> None
 async def test_rerank_honours_count_and_explains(rerank) -> None:
     scores = [1.0 - i / 300 for i in range(300)]
     base = {"user_id": "196", "item_ids": ITEMS, "scores": scores, "count": 20}
-    plain = await rerank.Rerank(rerank_pb2.RerankRequest(**base, diversity=0.0))
+    # Without the graph blend and without diversity the ranking order is kept exactly.
+    plain = await rerank.Rerank(rerank_pb2.RerankRequest(**base, diversity=0.0, graph_weight=0.0))
     assert list(plain.indices) == list(range(20)), "no diversity keeps the ranking order"
+    blended = await rerank.Rerank(rerank_pb2.RerankRequest(**base, diversity=0.0, graph_weight=0.5))
+    assert len(set(blended.indices)) == 20 and list(blended.indices) != list(range(20)), "graph affinity reorders"
     diverse = await rerank.Rerank(
         rerank_pb2.RerankRequest(**base, diversity=0.8, explain=True, history_item_ids=["50", "181", "172"])
     )
