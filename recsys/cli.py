@@ -4,6 +4,9 @@
     recsys similar --item 50 [--count 10]
     recsys feedback --user 196 --item 50 --type click [--value 1]
     recsys health
+    recsys train [--model NAME] [...]       training as Ray jobs (python -m training.ray_jobs --help)
+    recsys eval [--split-dir DIR] [...]     the offline evaluation protocol (python -m training.evaluation --help)
+    recsys loadtest --rate 50 --duration 30 [--json]   open-loop load on Recommend
 
 The gateway address comes from --address, else $RECSYS_GATEWAY_ADDRESS, else the local stack
 (127.0.0.1:50051). Output is a table for people; --json prints the response as JSON for scripts.
@@ -12,12 +15,14 @@ The gateway address comes from --address, else $RECSYS_GATEWAY_ADDRESS, else the
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import sys
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -78,13 +83,54 @@ def _print(message: Any, as_json: bool, text: str) -> None:
         print(text)
 
 
+def _open_channel(address: str, ca_file: str | None) -> grpc.Channel:
+    if ca_file:
+        with open(ca_file, "rb") as f:
+            return grpc.secure_channel(address, grpc.ssl_channel_credentials(f.read()))
+    return grpc.insecure_channel(address)
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call."""
+
+    def __init__(self, token: str) -> None:
+        self.header = ("authorization", f"Bearer {token}")
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        d = client_call_details
+        metadata = [*(d.metadata or ()), self.header]
+        details = _CallDetails(d.method, d.timeout, metadata, d.credentials, d.wait_for_ready, d.compression)
+        return continuation(details, request)
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+# Commands with their own argument parsers; imported only when used (training and evaluation load torch and ray).
+OFFLINE_COMMANDS = {"train": "training.ray_jobs", "eval": "training.evaluation.cli", "loadtest": "recsys.loadtest"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in OFFLINE_COMMANDS:
+        import importlib
+
+        module = importlib.import_module(OFFLINE_COMMANDS[args_list[0]])
+        return int(module.main(args_list[1:]))
     parser = argparse.ArgumentParser(
         prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--address", default=os.environ.get("RECSYS_GATEWAY_ADDRESS", DEFAULT_ADDRESS))
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds")
     parser.add_argument("--json", action="store_true", help="print the response as JSON")
+    parser.add_argument("--token", default=os.environ.get("RECSYS_TOKEN"), help="bearer token (or $RECSYS_TOKEN)")
+    parser.add_argument("--ca-file", help="PEM CA bundle: talk TLS to the gateway and verify it against this")
     sub = parser.add_subparsers(dest="command", required=True)
 
     rec = sub.add_parser("recommend", help="recommendations for a user")
@@ -117,14 +163,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     rb.add_argument("--calls", type=int, default=1000)
     rb.add_argument("--count", type=int, default=20)
     rb.add_argument("--users", default="1-943", help="user ids: a range like 1-943 or a comma list")
+    bl = bench_sub.add_parser("load", help="open-loop load at several rates on a fresh stack, with a stage breakdown")
+    bl.add_argument("--rates", default="25,50,100,150,200", help="comma list of requests per second")
+    bl.add_argument("--duration", type=float, default=30.0, help="seconds per rate")
+    bl.add_argument("--count", type=int, default=20)
+    bl.add_argument("--p99-limit", type=float, default=100.0, help="ms; the highest rate under it is reported")
+    bl.add_argument("--plot", type=Path, help="write latency against rate as a PNG")
+    rr = bench_sub.add_parser("rerank", help="Rerank latency per diversity method (starts its own server)")
+    rr.add_argument("--candidates", type=int, default=500)
+    rr.add_argument("--count", type=int, default=20)
+    rr.add_argument("--calls", type=int, default=1000)
+    rr.add_argument("--diversity", type=float, default=0.5)
+    rr.add_argument("--methods", default="mmr,dpp")
     rk = bench_sub.add_parser("ranking", help="Rank latency/throughput per backend (starts its own servers)")
     rk.add_argument("--backend", default="inprocess,triton", help="comma list of inprocess, triton")
     rk.add_argument("--candidates", default="100,500,1000", help="comma list of candidate counts")
     rk.add_argument("--concurrency", default="1,8", help="comma list of concurrent callers")
     rk.add_argument("--requests", type=int, default=300, help="calls per caller per configuration")
 
-    args = parser.parse_args(argv)
-    with grpc.insecure_channel(args.address) as channel:
+    rt = bench_sub.add_parser("retrieval", help="candidate core at synthetic catalogue sizes (in-process)")
+    rt.add_argument("--items", default="10000,100000", help="comma list of catalogue sizes")
+    rt.add_argument("--queries", type=int, default=1000, help="Retrieve calls per size")
+    rt.add_argument("--count", type=int, default=500, help="candidates per call")
+    rt.add_argument("--dim", type=int, default=64)
+    rt.add_argument("--index", default="auto", choices=["auto", "flat", "hnsw", "ivf"])
+    rt.add_argument("--plot", default=None, help="write a PNG of latency and memory against size here")
+
+    args = parser.parse_args(args_list)
+    with _open_channel(args.address, args.ca_file) as raw:
+        channel = grpc.intercept_channel(raw, _BearerToken(args.token)) if args.token else raw
         try:
             return _run(args, channel)
         except grpc.RpcError as exc:
@@ -167,6 +234,30 @@ def _run(args: argparse.Namespace, channel: grpc.Channel) -> int:
         _print(reply, args.json, text)
         if reply.rejected:
             return 1
+    elif args.command == "bench" and args.target == "load":
+        from recsys.bench import load as bench_load
+
+        rates = [float(r) for r in args.rates.split(",")]
+        print(json.dumps(bench_load.run(rates, args.duration, args.count, args.p99_limit, args.plot), indent=2))
+    elif args.command == "bench" and args.target == "rerank":
+        from recsys.bench import rerank as bench_rerank
+
+        result = bench_rerank.run(args.candidates, args.count, args.calls, args.diversity, args.methods.split(","))
+        print(json.dumps(result, indent=2))
+    elif args.command == "bench" and args.target == "retrieval":
+        from pathlib import Path
+
+        from recsys.bench import retrieval as bench_retrieval
+
+        result = bench_retrieval.run(
+            [int(x) for x in args.items.split(",")],
+            args.queries,
+            args.count,
+            args.dim,
+            args.index,
+            Path(args.plot) if args.plot else None,
+        )
+        print(json.dumps(result, indent=2))
     elif args.command == "bench" and args.target == "ranking":
         from recsys.bench import ranking as bench_ranking
 

@@ -38,6 +38,8 @@ def free_port() -> int:
 class Stack:
     ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     env: Mapping[str, str] = field(default_factory=dict)
+    #: Extra variables of one service (e.g. its metrics port), on top of `env`.
+    service_env_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     log_dir: Path = DEFAULT_VAR / "logs"
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -53,6 +55,7 @@ class Stack:
             for stage in ("candidate", "ranking", "rerank"):
                 env[f"RECSYS_GATEWAY_{stage.upper()}_ADDRESS"] = self.address(stage)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(self.service_env_overrides.get(service, {}))
         return env
 
     def start(self, services: tuple[str, ...] = SERVICES) -> None:

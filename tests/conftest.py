@@ -3,12 +3,14 @@ offline sources, the materialised Feast repo and a trained bundle under var/."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -35,6 +37,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "bench" in item.keywords:
             item.add_marker(skip)
+
+
+T = TypeVar("T")
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Runs `coro` to completion from a sync test on a loop of its own. Unlike `asyncio.run`, it leaves the
+    thread's current event loop alone: `asyncio.run` unsets it on exit, and a sync fixture that builds a
+    grpc.aio channel later in the session then fails with "no current event loop"."""
+    with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 def require(condition: bool, reason: str) -> None:

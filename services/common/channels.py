@@ -33,15 +33,17 @@ def service_config(service_names: list[str], max_attempts: int = 3) -> str:
     )
 
 
-def open_channel(address: str, service_names: list[str]) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        address,
-        options=[
-            ("grpc.service_config", service_config(service_names)),
-            ("grpc.enable_retries", 1),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.keepalive_time_ms", 30_000),
-        ],
-        interceptors=client_interceptors(),
-    )
+def open_channel(
+    address: str, service_names: list[str], credentials: grpc.ChannelCredentials | None = None
+) -> grpc.aio.Channel:
+    """A long-lived channel with retries for UNAVAILABLE; TLS when `credentials` are given."""
+    options = [
+        ("grpc.service_config", service_config(service_names)),
+        ("grpc.enable_retries", 1),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+    if credentials is not None:
+        return grpc.aio.secure_channel(address, credentials, options=options, interceptors=client_interceptors())
+    return grpc.aio.insecure_channel(address, options=options, interceptors=client_interceptors())

@@ -43,6 +43,10 @@ class FailedPrecondition(RecsysError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class _Undecodable(str):
+    """Stands in for a request whose bytes did not decode, so the handler can answer INVALID_ARGUMENT."""
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps exceptions raised by unary handlers to statuses; never leaks a traceback to the client."""
 
@@ -56,8 +60,18 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return handler
         inner = handler.unary_unary
         method = handler_call_details.method
+        decode = handler.request_deserializer
+
+        def safe_decode(data: bytes) -> Any:
+            # gRPC would answer UNKNOWN (and log a traceback) for bytes that are not the request message.
+            try:
+                return decode(data) if decode is not None else data
+            except Exception as exc:  # DecodeError, or anything a deserializer raises on garbage
+                return _Undecodable(str(exc))
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, _Undecodable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid message: {request}")
             try:
                 return await inner(request, context)
             except RecsysError as exc:
@@ -70,6 +84,6 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=safe_decode,
             response_serializer=handler.response_serializer,
         )

@@ -21,7 +21,13 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.errors import ErrorInterceptor
 from services.common.settings import CommonSettings, ServerSettings
-from services.common.telemetry import configure_logging, configure_tracing, server_interceptors
+from services.common.telemetry import (
+    MetricsInterceptor,
+    configure_logging,
+    configure_metrics,
+    configure_tracing,
+    server_interceptors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,9 @@ class ServiceApp(Protocol):
 
     #: Fully qualified gRPC service names, e.g. "recsys.candidate.v1.CandidateService".
     service_names: Sequence[str]
+    common: CommonSettings
+    #: Extra server interceptors of this service (the gateway's bearer-token check); run before the handlers.
+    interceptors: Sequence[grpc.aio.ServerInterceptor]
 
     def add_to_server(self, server: grpc.aio.Server) -> None: ...
 
@@ -62,10 +71,18 @@ class RunningServer:
         await self.app.close()
 
 
-async def build_server(app: ServiceApp, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+async def build_server(
+    app: ServiceApp, host: str = "127.0.0.1", port: int = 0, max_concurrent_rpcs: int | None = None
+) -> RunningServer:
     """Builds and starts a server for `app` on host:port (0 = a free port); returns it NOT_SERVING."""
     server = grpc.aio.server(
-        interceptors=[*server_interceptors(), ErrorInterceptor()],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
+        interceptors=[
+            *server_interceptors(),
+            MetricsInterceptor(app.service_names[0]),
+            *app.interceptors,
+            ErrorInterceptor(),
+        ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -77,7 +94,13 @@ async def build_server(app: ServiceApp, host: str = "127.0.0.1", port: int = 0) 
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (*app.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    tls = app.common.tls
+    address = f"{host}:{port}"
+    bound = (
+        server.add_secure_port(address, tls.server_credentials())
+        if tls.server_enabled
+        else server.add_insecure_port(address)
+    )
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
     await server.start()
@@ -114,6 +137,7 @@ def run_service(name: str, app: ServiceApp, settings: ServerSettings) -> None:
     common = CommonSettings()
     configure_logging(common.log_level, common.log_json)
     configure_tracing(name)
+    configure_metrics(name)
     asyncio.run(_serve_forever(name, app, settings))
 
 
@@ -122,7 +146,7 @@ async def _serve_forever(name: str, app: ServiceApp, settings: ServerSettings) -
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    running = await build_server(app, settings.host, settings.port)
+    running = await build_server(app, settings.host, settings.port, settings.max_concurrent_rpcs)
     log.info("%s listening on %s:%d (NOT_SERVING while loading)", name, settings.host, running.port)
     load = asyncio.create_task(app.load())
     done, _ = await asyncio.wait({load, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)

@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.security import TlsSettings
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VAR = REPO_ROOT / "var"
 
@@ -24,6 +26,7 @@ class CommonSettings(BaseSettings):
     feature_repo: Path = Field(REPO_ROOT / "features", description="The Feast repository folder.")
     log_level: str = Field("INFO", description="Python logging level.")
     log_json: bool = Field(True, description="Log one JSON object per line (with the trace id).")
+    tls: TlsSettings = Field(default_factory=TlsSettings, description="Transport security (RECSYS_TLS_*).")
 
 
 class ServerSettings(BaseSettings):
@@ -33,3 +36,9 @@ class ServerSettings(BaseSettings):
     port: int = Field(0, ge=0, le=65535, description="Port to bind; 0 picks a free one.")
     grace_seconds: float = Field(5.0, ge=0, description="How long in-flight calls may finish on SIGTERM.")
     max_candidates: int = Field(2000, ge=1, description="Largest candidate batch accepted per call.")
+    max_concurrent_rpcs: int | None = Field(
+        None,
+        ge=1,
+        description="Calls in flight beyond this are refused at once with RESOURCE_EXHAUSTED (load shedding), "
+        "instead of queueing until every caller's deadline passes. None: unlimited.",
+    )

@@ -15,6 +15,7 @@ import logging
 import time
 
 from opentelemetry import metrics
+from opentelemetry.metrics import Observation
 
 from recsys.common.v1 import common_pb2
 from recsys.gateway.v1 import gateway_pb2
@@ -72,6 +73,11 @@ class ImpressionLogger:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="impressions")
+            _meter.create_observable_gauge(
+                "recsys.impressions.queue_depth",
+                callbacks=[lambda _options: [Observation(self.queue.qsize())]],
+                description="Answers waiting in the impression queue",
+            )
 
     async def submit(self, user_id: str, reply: gateway_pb2.RecommendResponse) -> None:
         rows = impressions_of(user_id, reply)

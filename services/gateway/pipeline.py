@@ -1,7 +1,8 @@
 """Recommend: features -> candidates -> ranking -> rerank, each stage with a deadline.
 
 Degradation is decided here and reported in the response: features unreachable -> default (cold)
-features; candidate stage down -> the bundle's popular list with the same filters and exclusions; ranking
+features; candidate stage down -> the user's precomputed list (training/batch_recommend.py, read with the user's
+features), then the bundle's popular list, with the same filters and exclusions; ranking
 down -> retrieval order; rerank down -> ranking order. Bad requests fail fast with INVALID_ARGUMENT before any
 stage is called.
 """
@@ -9,12 +10,17 @@ stage is called.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
+from opentelemetry import trace
 
 from recsys.candidate.v1 import candidate_pb2, candidate_pb2_grpc
 from recsys.common.v1 import common_pb2
@@ -22,14 +28,23 @@ from recsys.gateway.v1 import gateway_pb2
 from recsys.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from recsys.rerank.v1 import rerank_pb2, rerank_pb2_grpc
 from services.common.catalogue import Catalogue
-from services.common.errors import NotFound, Unavailable
+from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.common.reasons import source_reason
-from services.common.retrieval_data import FallbackData, check_genres
+from services.common.retrieval_data import FallbackData, check_genres, resolve_rows
+from services.common.telemetry import metrics, tracer
 from services.common.validation import check_count, check_fraction, check_id, check_ids
 from services.gateway.settings import GatewaySettings
 from services.gateway.user_features import UserFeatureReader
 
 log = logging.getLogger(__name__)
+TRACER = tracer(__name__)
+#: What each stage falls back to when it is down (the `fallback` attribute of recsys.fallbacks).
+FALLBACKS = {
+    "features": "default_features",
+    "candidate": "batch_or_popular",
+    "ranking": "retrieval_order",
+    "rerank": "ranking_order",
+}
 
 MAX_EXCLUDED = 1000
 
@@ -76,6 +91,10 @@ class RecommendPipeline:
         diversity = (
             check_fraction("diversity", request.diversity) if request.HasField("diversity") else s.default_diversity
         )
+        if request.HasField("graph_weight"):
+            check_fraction("graph_weight", request.graph_weight)
+        if request.diversity_method not in common_pb2.DiversityMethod.values():
+            raise InvalidArgument(f"diversity_method {request.diversity_method} is not a known method")
         check_genres(self.catalogue, [*request.filter.include_genres, *request.filter.exclude_genres])
         context = common_pb2.RequestContext()
         context.CopyFrom(request.context)
@@ -83,19 +102,32 @@ class RecommendPipeline:
             context.request_time.GetCurrentTime()
         degraded: list[common_pb2.Stage] = []
 
-        try:
-            user = await asyncio.to_thread(self.features.read, user_id)
-        except Unavailable as exc:
-            log.warning("features degraded: %s", exc.message)
-            user = common_pb2.UserFeatures(user_id=user_id)
-            degraded.append(common_pb2.STAGE_FEATURES)
+        with self._stage("features", degraded, common_pb2.STAGE_FEATURES):
+            try:
+                with TRACER.start_as_current_span("feast.read_user_features") as span:
+                    user = await asyncio.to_thread(self.features.read, user_id)
+                    span.set_attribute("recsys.user.history_length", len(user.recent_item_ids))
+            except Unavailable as exc:
+                log.warning("features degraded: %s", exc.message)
+                user = common_pb2.UserFeatures(user_id=user_id)
+                degraded.append(common_pb2.STAGE_FEATURES)
 
-        cands = await self._candidates(request, user, context, exclude_ids, degraded)
+        batch_ids = list(user.batch_item_ids)
+        del user.batch_item_ids[:]  # the gateway's fallback only; the stages do not need it
+        with self._stage("candidate", degraded, common_pb2.STAGE_CANDIDATE):
+            cands = await self._candidates(request, user, context, exclude_ids, degraded, batch_ids)
+        span = trace.get_current_span()
+        span.set_attribute("recsys.bundle_version", self.bundle_version)
+        span.set_attribute("recsys.candidates.count", len(cands.item_ids))
+        for source, n in Counter(cands.sources).items():
+            name = common_pb2.CandidateSource.Name(source).removeprefix("CANDIDATE_SOURCE_").lower()
+            span.set_attribute(f"recsys.candidates.{name}", n)
         if not cands.item_ids:
             return self._response([], degraded, cands.cold_start)
         ids = np.asarray(cands.item_ids)
 
-        ranking = await self._rank(user, context, cands.item_ids, degraded)
+        with self._stage("ranking", degraded, common_pb2.STAGE_RANKING):
+            ranking = await self._rank(user, context, cands.item_ids, degraded)
         if ranking is None:
             order = np.arange(min(len(ids), s.ranked_count))
             relevance = cands.retrieval
@@ -104,16 +136,17 @@ class RecommendPipeline:
             order = np.argsort(-ranking, kind="stable")[: s.ranked_count]
             relevance = ranking
 
-        picks, final, reasons = await self._rerank(
-            user,
-            ids[order],
-            relevance[order],
-            [cands.sources[i] for i in order],
-            count,
-            diversity,
-            request.explain,
-            degraded,
-        )
+        with self._stage("rerank", degraded, common_pb2.STAGE_RERANK):
+            picks, final, reasons = await self._rerank(
+                user,
+                ids[order],
+                relevance[order],
+                [cands.sources[i] for i in order],
+                count,
+                diversity,
+                request,
+                degraded,
+            )
         chosen = order[picks]
         items = []
         for rank, pos in enumerate(chosen.tolist()):
@@ -135,9 +168,28 @@ class RecommendPipeline:
             )
         return self._response(items, degraded, cands.cold_start)
 
+    @contextlib.contextmanager
+    def _stage(self, name: str, degraded: list[common_pb2.Stage], stage: int) -> Iterator[None]:
+        """Times one stage into the latency histogram, with whether it degraded (and counts the fallback)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            outcome = "degraded" if stage in degraded else "ok"
+            m = metrics()
+            m.stage_latency_ms.record((time.perf_counter() - started) * 1000, {"stage": name, "outcome": outcome})
+            if outcome == "degraded":
+                m.fallbacks.add(1, {"stage": name, "fallback": FALLBACKS[name]})
+
     def _response(
         self, items: list[gateway_pb2.RecommendedItem], degraded: list[common_pb2.Stage], cold: bool
     ) -> gateway_pb2.RecommendResponse:
+        span = trace.get_current_span()
+        span.set_attribute("recsys.items", len(items))
+        span.set_attribute("recsys.cold_start", cold)
+        span.set_attribute(
+            "recsys.degraded_stages", [common_pb2.Stage.Name(d).removeprefix("STAGE_").lower() for d in degraded]
+        )
         return gateway_pb2.RecommendResponse(
             items=items,
             bundle_version=self.bundle_version,
@@ -159,12 +211,14 @@ class RecommendPipeline:
         context: common_pb2.RequestContext,
         exclude_ids: list[str],
         degraded: list[common_pb2.Stage],
+        batch_ids: list[str],
     ) -> _Candidates:
         s = self.settings
         try:
             reply = await self.stages.candidate.Retrieve(
                 candidate_pb2.RetrieveRequest(
                     user_id=user.user_id,
+                    user_features=user,  # demographics for the query tower
                     recent_item_ids=user.recent_item_ids,
                     context=context,
                     filter=request.filter,
@@ -191,11 +245,16 @@ class RecommendPipeline:
             request.filter.include_genres,
             request.filter.exclude_genres,
         )
-        rows, scores = fb.popular.top(allowed, s.candidate_count)
+        # The user's precomputed list first (still filtered as a live answer would be), popular items after it.
+        batch = resolve_rows(fb.item_pos, batch_ids)  # ids gone from the catalogue drop out
+        batch = batch[allowed[batch]][: s.candidate_count]
+        allowed[batch] = False
+        rows, scores = fb.popular.top(allowed, s.candidate_count - len(batch))
+        batch_scores = np.linspace(1.0, 0.5, len(batch), dtype=np.float32)  # order only: best first
         return _Candidates(
-            fb.item_ids[rows].tolist(),
-            scores,
-            [common_pb2.CANDIDATE_SOURCE_POPULAR] * len(rows),
+            [*fb.item_ids[batch].tolist(), *fb.item_ids[rows].tolist()],
+            np.concatenate([batch_scores, np.asarray(scores, dtype=np.float32) * 0.5]),
+            [common_pb2.CANDIDATE_SOURCE_BATCH] * len(batch) + [common_pb2.CANDIDATE_SOURCE_POPULAR] * len(rows),
             cold_start=False,
         )
 
@@ -230,7 +289,7 @@ class RecommendPipeline:
         sources: list[common_pb2.CandidateSource],
         count: int,
         diversity: float,
-        explain: bool,
+        request: gateway_pb2.RecommendRequest,
         degraded: list[common_pb2.Stage],
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         count = min(count, len(item_ids))
@@ -242,9 +301,11 @@ class RecommendPipeline:
                     scores=relevance.tolist(),
                     count=count,
                     diversity=diversity,
-                    explain=explain,
+                    explain=request.explain,
                     history_item_ids=user.recent_item_ids,
                     sources=sources,
+                    diversity_method=request.diversity_method,
+                    graph_weight=request.graph_weight if request.HasField("graph_weight") else None,
                 ),
                 timeout=self.settings.rerank_timeout_ms / 1000,
             )

@@ -16,6 +16,7 @@ from services.common.catalogue import Catalogue
 from services.common.channels import open_channel
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.retrieval_data import load_fallback_data
+from services.common.security import BearerTokenInterceptor
 from services.common.settings import CommonSettings
 from services.gateway.eventlog import EventLog, open_event_log
 from services.gateway.feedback import check_events
@@ -44,15 +45,17 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
         self._event_log = event_log  # injected (tests) or built from the settings in load()
         self.event_log: EventLog | None = None  # set once opened
         self.channels: list[grpc.aio.Channel] = []
+        self.interceptors = (BearerTokenInterceptor(settings.auth_token),) if settings.auth_token else ()
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(self, server)
 
     async def load(self) -> None:
         s = self.settings
-        candidate = open_channel(s.candidate_address, [_full_name(candidate_pb2, "CandidateService")])
-        ranking = open_channel(s.ranking_address, [_full_name(ranking_pb2, "RankingService")])
-        rerank = open_channel(s.rerank_address, [_full_name(rerank_pb2, "RerankService")])
+        creds = self.common.tls.channel_credentials()
+        candidate = open_channel(s.candidate_address, [_full_name(candidate_pb2, "CandidateService")], creds)
+        ranking = open_channel(s.ranking_address, [_full_name(ranking_pb2, "RankingService")], creds)
+        rerank = open_channel(s.rerank_address, [_full_name(rerank_pb2, "RerankService")], creds)
         self.channels = [candidate, ranking, rerank]
         stages = Stages(
             candidate=candidate_pb2_grpc.CandidateServiceStub(candidate),

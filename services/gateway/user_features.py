@@ -39,4 +39,5 @@ def to_proto(user_id: str, values: dict[str, Any]) -> common_pb2.UserFeatures:
         mean_rating=float(values.get("mean_rating") or 0.0),
         recent_item_ids=list(values.get("recent_item_ids") or []),
         last_active_unix=int(last_active.timestamp()) if last_active is not None else 0,
+        batch_item_ids=list(values.get("batch_item_ids") or []),
     )

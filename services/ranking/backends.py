@@ -20,8 +20,11 @@ from tritonclient.grpc import aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
 from services.common.errors import FailedPrecondition, Unavailable
+from services.common.telemetry import tracer
 from services.ranking import features as rf
 from services.ranking.serving import OUTPUT, input_specs
+
+TRACER = tracer(__name__)
 
 
 class RankerBackend(Protocol):
@@ -97,19 +100,23 @@ class TritonBackend:
             tensor = InferInput(spec.name, list(arrays[spec.name].shape), spec.triton_dtype.removeprefix("TYPE_"))
             tensor.set_data_from_numpy(np.ascontiguousarray(arrays[spec.name], dtype=spec.numpy_dtype))
             inputs.append(tensor)
-        headers: dict[str, str] = {}
-        inject(headers)  # W3C traceparent of the current span
-        try:
-            result = await self.client.infer(
-                self.model_name,
-                inputs,
-                model_version=self.model_version,
-                outputs=[InferRequestedOutput(OUTPUT)],
-                client_timeout=timeout_s,
-                headers=headers,
-            )
-        except InferenceServerException as exc:
-            raise Unavailable(f"Triton inference failed ({self.url}): {exc.message()}") from exc
+        with TRACER.start_as_current_span("triton.infer") as span:
+            span.set_attribute("recsys.triton.model", self.model_name)
+            span.set_attribute("recsys.triton.version", self.model_version)
+            span.set_attribute("recsys.candidates.count", len(batch.sparse))
+            headers: dict[str, str] = {}
+            inject(headers)  # W3C traceparent of this span, so Triton's own trace joins ours
+            try:
+                result = await self.client.infer(
+                    self.model_name,
+                    inputs,
+                    model_version=self.model_version,
+                    outputs=[InferRequestedOutput(OUTPUT)],
+                    client_timeout=timeout_s,
+                    headers=headers,
+                )
+            except InferenceServerException as exc:
+                raise Unavailable(f"Triton inference failed ({self.url}): {exc.message()}") from exc
         out = result.as_numpy(OUTPUT)
         if out is None or out.shape[0] != batch.sparse.shape[0]:
             raise Unavailable(f"Triton returned no '{OUTPUT}' for {batch.sparse.shape[0]} rows")

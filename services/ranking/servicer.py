@@ -34,6 +34,7 @@ class Loaded:
 
 class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
     service_names = (ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name,)
+    interceptors = ()
 
     def __init__(self, settings: RankingSettings, common: CommonSettings) -> None:
         self.settings = settings

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -157,3 +158,45 @@ def helm_template(tools: Tools, *extra: str | Path) -> list[dict[str, Any]]:
         "template", RELEASE, CHART_DIR, "--namespace", NAMESPACE, "--api-versions", "ray.io/v1", *extra
     )
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def values_comments(text: str) -> dict[str, str]:
+    """Dotted key path -> its helm-docs `# --` description (continuation lines joined) in a values.yaml text."""
+    documented: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    pending: list[str] | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("# --"):
+            pending = [stripped.removeprefix("# --").strip()]
+            continue
+        if stripped.startswith("#") and pending is not None:
+            pending.append(stripped.removeprefix("#").strip())  # continuation of the description
+            continue
+        match = re.match(r"^(\s*)([\w./-]+):", line)
+        if match and not stripped.startswith("-"):
+            indent = len(match.group(1))
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            stack.append((indent, match.group(2)))
+            if pending is not None:
+                documented[".".join(k for _, k in stack)] = " ".join(pending)
+        pending = None
+    return documented
+
+
+def pod_templates(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(where, pod template) of every pod an object creates, including KubeRay heads/workers/submitters."""
+    kind, spec = obj["kind"], obj.get("spec", {})
+    if kind in {"Deployment", "StatefulSet", "DaemonSet", "Job"}:
+        return [("template", spec["template"])]
+    if kind == "CronJob":
+        return [("jobTemplate", spec["jobTemplate"]["spec"]["template"])]
+    if kind in {"RayJob", "RayCluster"}:
+        cluster = spec["rayClusterSpec"] if kind == "RayJob" else spec
+        out = [("head", cluster["headGroupSpec"]["template"])]
+        out += [(f"worker:{g['groupName']}", g["template"]) for g in cluster.get("workerGroupSpecs", [])]
+        if kind == "RayJob" and "submitterPodTemplate" in spec:
+            out.append(("submitter", spec["submitterPodTemplate"]))
+        return out
+    return []

@@ -21,7 +21,17 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .helpers import BAD_VALUES, CHART_DIR, DOCKER_DIR, REPO_ROOT, Render, Tools, helm_template
+from .helpers import (
+    BAD_VALUES,
+    CHART_DIR,
+    DOCKER_DIR,
+    REPO_ROOT,
+    Render,
+    Tools,
+    helm_template,
+    pod_templates,
+    values_comments,
+)
 
 RAY_KINDS = {"RayJob", "RayCluster"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", *RAY_KINDS}
@@ -39,23 +49,6 @@ EXPECTED_CI_FILES = {"default-values.yaml", "production-values.yaml", "minimal-v
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def pod_templates(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(where, pod template) of every pod an object creates, including KubeRay heads/workers/submitters."""
-    kind, spec = obj["kind"], obj.get("spec", {})
-    if kind in {"Deployment", "StatefulSet", "DaemonSet", "Job"}:
-        return [("template", spec["template"])]
-    if kind == "CronJob":
-        return [("jobTemplate", spec["jobTemplate"]["spec"]["template"])]
-    if kind in RAY_KINDS:
-        cluster = spec["rayClusterSpec"] if kind == "RayJob" else spec
-        out = [("head", cluster["headGroupSpec"]["template"])]
-        out += [(f"worker:{g['groupName']}", g["template"]) for g in cluster.get("workerGroupSpecs", [])]
-        if kind == "RayJob" and "submitterPodTemplate" in spec:
-            out.append(("submitter", spec["submitterPodTemplate"]))
-        return out
-    return []
 
 
 def all_pods(render: Render) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -189,10 +182,16 @@ def test_kuberay_jobs_and_versions(renders: dict[str, Render]) -> None:
     render = renders["production-values.yaml"]
     values = merged_values(render.values_file)
     jobs = {o["metadata"]["labels"]["recsys/training-job"]: o for o in render.of_kind("RayJob")}
-    assert set(jobs) == {"prepare", "train"}
+    assert set(jobs) == {"prepare", "train", "batch"}
     assert jobs["prepare"]["spec"]["entrypoint"].startswith("python -m training.prepare ")
-    assert jobs["train"]["spec"]["entrypoint"].startswith("python -m training.pipeline ")
-    assert "--bundle-dir /var/lib/recsys/bundles" in jobs["train"]["spec"]["entrypoint"]
+    train = jobs["train"]["spec"]["entrypoint"]
+    assert train.startswith("python -m training.pipeline --feature-repo /app/features ")
+    assert "--bundle-dir /var/lib/recsys/bundles" in train
+    assert "--workers 4" in train and train.endswith(" '--ranker' 'wide_deep'")
+    batch = jobs["batch"]["spec"]["entrypoint"]
+    assert batch.startswith("python -m training.batch_recommend --bundle-dir /var/lib/recsys/bundles ")
+    assert "--feature-repo /app/features" in batch and "--k 300" in batch
+    assert all(job["spec"]["suspend"] is True for job in jobs.values())
     assert len(render.of_kind("RayCluster")) == 1
     # The Ray version of the clusters = the training image's base = ray in requirements.lock.
     ray_version = values["training"]["rayVersion"]
@@ -296,14 +295,34 @@ def test_probe_ports_are_declared(render: Render) -> None:
 
 
 def test_stages_use_native_grpc_probes(render: Render) -> None:
+    """Native gRPC probes without TLS; with TLS (which they cannot speak) the exec health check and TCP."""
+    tls = merged_values(render.values_file)["tls"]["enabled"]
     for dep in render.of_kind("Deployment"):
         if component(dep) not in STAGES:
             continue
         c = dep["spec"]["template"]["spec"]["containers"][0]
         port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            # service "" (the server's overall health) is the default when `service` is absent.
-            assert c[probe]["grpc"] == {"port": port}, f"{dep['metadata']['name']}.{probe}"
+            where = f"{dep['metadata']['name']}.{probe}"
+            if not tls:
+                # service "" (the server's overall health) is the default when `service` is absent.
+                assert c[probe]["grpc"] == {"port": port}, where
+            elif probe == "livenessProbe":
+                assert c[probe]["tcpSocket"] == {"port": "grpc"}, where
+            else:
+                assert_tls_health_exec(c[probe], port, dep["metadata"]["name"])
+
+
+def assert_tls_health_exec(probe: dict[str, Any], port: int, server_name: str) -> None:
+    """The exec probe runs the grpc.health.v1 check over TLS with the pod's certificate."""
+    command = probe["exec"]["command"]
+    assert command[:2] == ["python", "-c"] and "grpc" not in probe and "tcpSocket" not in probe
+    script = command[2]
+    compile(script, "<probe>", "exec")  # valid Python
+    assert f'"127.0.0.1:{port}"' in script and f'"{server_name}"' in script
+    assert all(name in script for name in ("RECSYS_TLS_CA_FILE", "RECSYS_TLS_KEY_FILE", "RECSYS_TLS_CERT_FILE"))
+    assert "HealthCheckResponse.SERVING" in script
+    assert probe["timeoutSeconds"] >= 5
 
 
 def test_containers_are_hardened_and_sized(render: Render) -> None:
@@ -397,13 +416,22 @@ def test_network_policies(render: Render) -> None:
             assert peers, f"{comp}: an ingress rule admits every source"
             ports = {p["port"] for p in rule.get("ports", [])}
             for peer in peers:
-                if comp == "triton" and ports == {"metrics"}:
+                if comp in {"triton", *STAGES} and ports == {"metrics"}:
                     continue  # scrapers from networkPolicy.metricsFrom
                 assert set(peer) == {"podSelector"}, f"{comp}: ingress from outside the namespace: {peer}"
                 labels = peer["podSelector"].get("matchLabels", {})
                 assert labels.get("app.kubernetes.io/instance") == "rel", f"{comp}: peer outside the release"
+        if comp in STAGES:
+            # The metrics port admits networkPolicy.metricsFrom only, and only when metrics are on.
+            scrape = {"from": values["networkPolicy"]["metricsFrom"], "ports": [{"port": "metrics", "protocol": "TCP"}]}
+            metrics_rules = [r for r in spec["ingress"] if r.get("ports") == scrape["ports"]]
+            if values["metrics"]["enabled"] and values["networkPolicy"]["metricsFrom"]:
+                assert metrics_rules == [scrape], f"{comp}: {metrics_rules}"
+            else:
+                assert not metrics_rules, f"{comp}: metrics port open without networkPolicy.metricsFrom"
         if comp in {"candidate", "ranking", "rerank"}:
-            assert spec["ingress"] == [
+            grpc_rules = [r for r in spec["ingress"] if r.get("ports") != [{"port": "metrics", "protocol": "TCP"}]]
+            assert grpc_rules == [
                 {"from": [{"podSelector": gateway_pods}], "ports": [{"port": "grpc", "protocol": "TCP"}]}
             ]
             assert "Egress" in spec["policyTypes"]
@@ -592,27 +620,8 @@ def test_values_files_validate_against_schema() -> None:
 
 def test_values_documented_key_by_key() -> None:
     """Every leaf key of values.yaml has a helm-docs `# --` comment right above it."""
-    lines = (CHART_DIR / "values.yaml").read_text().splitlines()
+    documented = set(values_comments((CHART_DIR / "values.yaml").read_text()))
     values = values_default()
-    documented: set[str] = set()
-    stack: list[tuple[int, str]] = []
-    pending = False
-    for line in lines:
-        stripped = line.strip()
-        if stripped.startswith("# --"):
-            pending = True
-            continue
-        if stripped.startswith("#") and pending:
-            continue  # continuation of the description
-        match = re.match(r"^(\s*)([\w./-]+):", line)
-        if match and not stripped.startswith("-"):
-            indent = len(match.group(1))
-            while stack and stack[-1][0] >= indent:
-                stack.pop()
-            stack.append((indent, match.group(2)))
-            if pending:
-                documented.add(".".join(k for _, k in stack))
-        pending = False
 
     def leaves(node: dict[str, Any], prefix: str) -> Iterator[str]:
         for key, value in node.items():

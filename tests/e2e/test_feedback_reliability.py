@@ -92,16 +92,24 @@ async def _stored(dsn: str, schema: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+@pytest.mark.parametrize(
+    ("n_clients", "seconds"),
+    [
+        pytest.param(12, 20, id="12-clients-20s"),
+        # The full-length scenario; minutes of wall time, so opt in with --run-bench.
+        pytest.param(20, 60, id="20-clients-60s", marks=pytest.mark.bench),
+    ],
+)
 async def test_no_acknowledged_event_is_lost_or_duplicated_across_sigkill(
-    gateway_only: Stack, postgres_dsn: str, pg_schema: str
+    gateway_only: Stack, postgres_dsn: str, pg_schema: str, n_clients: int, seconds: int
 ) -> None:
     address = gateway_only.address("gateway")
     stop = asyncio.Event()
     acked: set[str] = set()
-    clients = [asyncio.create_task(_client(address, c, 20, stop, acked)) for c in range(12)]
+    clients = [asyncio.create_task(_client(address, c, 20, stop, acked)) for c in range(n_clients)]
     kills = 0
     started = time.monotonic()
-    while time.monotonic() - started < 20:
+    while time.monotonic() - started < seconds:
         await asyncio.sleep(3)
         proc = gateway_only.processes["gateway"]
         os.kill(proc.pid, signal.SIGKILL)  # no drain: calls in flight die mid-transaction
@@ -115,6 +123,7 @@ async def test_no_acknowledged_event_is_lost_or_duplicated_across_sigkill(
     rows, distinct = await _stored(postgres_dsn, pg_schema)
     assert kills >= 2 and retries > 0, "the gateway was killed under load and clients had to retry"
     assert rows == distinct == len(acked) > 0, f"stored {rows} rows, {distinct} distinct; acknowledged {len(acked)}"
+    print(f"\n{n_clients} clients, {seconds} s, {kills} SIGKILLs: {len(acked)} acknowledged, {rows} stored")
 
 
 @pytest.mark.bench

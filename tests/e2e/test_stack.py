@@ -6,6 +6,9 @@ import json
 import signal
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,22 +21,30 @@ from recsys.common.v1 import common_pb2
 from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.stack import SERVICES, Stack, free_port
 
-from ..conftest import REPO
+from ..conftest import REPO, private_feature_repo, run_async
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def stack(bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(bundle, offline_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
     running = Stack(
         ports={s: free_port() for s in SERVICES},
-        # No pushes into the shared online store under var/feast (tests/services/test_fresh_features.py pushes
-        # into a private copy).
+        # Feedback pushes fresh features as in `make run`, into a private copy of the Feast repository (the
+        # shared online store under var/feast stays untouched). Traces go to one JSON-lines file per process;
+        # the gateway serves /metrics.
         env={
+            "RECSYS_FEATURE_REPO": str(private_feature_repo(tmp, offline_dir)),
             "RECSYS_GATEWAY_EVENT_LOG_PATH": str(tmp / "events.db"),
-            "RECSYS_GATEWAY_PUSH_FEATURES": "false",
+            "RECSYS_GATEWAY_PUSH_FEATURES": "true",
             "RECSYS_LOG_JSON": "true",
+            "OTEL_TRACES_EXPORTER": "file",
+            "RECSYS_TRACES_FILE": str(tmp / "traces-{service}.jsonl"),
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+        },
+        service_env_overrides={
+            "gateway": {"OTEL_METRICS_EXPORTER": "prometheus", "RECSYS_METRICS_PORT": str(free_port())}
         },
         log_dir=tmp / "logs",
     )
@@ -133,6 +144,17 @@ def test_cli_prints_readable_and_json_answers(stack: Stack) -> None:
     assert bad.returncode == 1 and "INVALID_ARGUMENT: count must be at least 1" in bad.stderr
 
 
+def test_feedback_from_the_cli_changes_the_next_recommendations(stack: Stack) -> None:
+    """`recsys feedback --user U --item I --type click`, then `recsys recommend --user U` no longer shows I."""
+    before = json.loads(_cli(stack, "--json", "recommend", "--user", "305", "--count", "10").stdout)
+    clicked = before["items"][0]["item_id"]
+    feedback = _cli(stack, "feedback", "--user", "305", "--item", clicked, "--type", "click")
+    assert feedback.returncode == 0 and "accepted 1 event(s)" in feedback.stdout, feedback.stderr
+    after = json.loads(_cli(stack, "--json", "recommend", "--user", "305", "--count", "10").stdout)
+    assert len(after["items"]) == 10 and not after.get("degraded_stages")
+    assert clicked not in {i["item_id"] for i in after["items"]}
+
+
 def test_sigterm_drains_and_exits_cleanly(stack: Stack, tmp_path: Path) -> None:
     # A separate rerank process, so the shared stack keeps running.
     extra = Stack(ports={"rerank": free_port()}, log_dir=tmp_path)
@@ -143,3 +165,77 @@ def test_sigterm_drains_and_exits_cleanly(stack: Stack, tmp_path: Path) -> None:
     assert proc.wait(timeout=30) == 0
     log = extra.log_tail("rerank", 50)
     assert "shutting down" in log and "Traceback" not in log
+
+
+def _spans(stack: Stack) -> list[dict]:
+    folder = Path(stack.env["RECSYS_TRACES_FILE"]).parent
+    return [json.loads(line) for path in folder.glob("traces-*.jsonl") for line in path.read_text().splitlines()]
+
+
+def test_one_trace_spans_all_four_processes_and_metrics_are_exported(stack: Stack, gateway) -> None:
+    reply = gateway.Recommend(gateway_pb2.RecommendRequest(user_id="196", count=5), timeout=10)
+    deadline = time.monotonic() + 20
+    while True:
+        spans = _spans(stack)
+        root = next(
+            (s for s in spans if s["name"].endswith("GatewayService/Recommend") and s["kind"] == "SERVER"
+             and s["attributes"].get("recsys.bundle_version") == reply.bundle_version),
+            None,
+        )  # fmt: skip
+        trace = [s for s in spans if root and s["trace_id"] == root["trace_id"]]
+        if (root and len({s["service"] for s in trace}) == 4) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert root is not None, "no gateway Recommend span was exported"
+    by_id = {s["span_id"]: s for s in trace}
+    assert {s["service"] for s in trace} == {"gateway", "candidate", "ranking", "rerank"}
+    for service, method in (("candidate", "Retrieve"), ("ranking", "Rank"), ("rerank", "Rerank")):
+        server = next(s for s in trace if s["service"] == service and s["kind"] == "SERVER")
+        assert server["name"].endswith(f"Service/{method}")
+        client = by_id[server["parent_id"]]  # the gateway's outgoing call is the parent of the stage's span
+        assert client["service"] == "gateway" and client["kind"] == "CLIENT" and client["parent_id"] == root["span_id"]
+    feast = next(s for s in trace if s["name"] == "feast.read_user_features")
+    assert feast["parent_id"] == root["span_id"]
+    attrs = root["attributes"]
+    assert attrs["recsys.candidates.count"] == 500 and attrs["recsys.candidates.embedding"] > 0
+    assert attrs["recsys.degraded_stages"] == [] and attrs["recsys.items"] == 5
+
+    port = stack.service_env_overrides["gateway"]["RECSYS_METRICS_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert "recsys_stage_latency" in text and 'stage="ranking"' in text
+    assert "recsys_requests" in text and 'code="OK"' in text
+
+
+def test_killing_a_stage_under_load_fails_no_request_and_recovers(stack: Stack) -> None:
+    """Open-loop load (recsys loadtest's generator) while the ranking process is SIGKILLed and restarted: every
+    request is answered (degraded while ranking is down), and answers are whole again seconds after it serves."""
+    from recsys.loadtest import run as load
+
+    users = [str(u) for u in range(1, 944)]
+    marks: dict[str, float] = {}
+
+    def fault() -> None:
+        time.sleep(5)
+        marks["killed"] = time.perf_counter()
+        stack.processes["ranking"].kill()
+        stack.processes["ranking"].wait()
+        stack.processes.pop("ranking")
+        time.sleep(5)
+        stack.start(("ranking",))
+        stack.wait_serving(timeout=120)
+        marks["serving"] = time.perf_counter()
+
+    injector = threading.Thread(target=fault)
+    started = time.perf_counter()
+    injector.start()
+    result = run_async(load(stack.address("gateway"), rate=20, duration_s=35, users=users, count=10))
+    injector.join()
+    summary = result.summary()
+    assert summary["errors"] == {} and summary["ok"] == summary["requests"], summary
+    assert summary["degraded_by_stage"].get("ranking", 0) > 0, summary
+    # Recovery: the last degraded answer was scheduled at most a few seconds after ranking reported SERVING.
+    serving_at = marks["serving"] - started
+    last_degraded = max(t for t, _, _, degraded in result.timeline if degraded)
+    assert last_degraded - serving_at <= 5.0, (last_degraded, serving_at, summary)
+    assert any(t > serving_at + 5 and not d for t, _, _, d in result.timeline), "no whole answers after recovery"

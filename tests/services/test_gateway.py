@@ -15,9 +15,10 @@ from recsys.common.v1 import common_pb2
 from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.server import build_server, start_and_load
 from services.gateway.servicer import GatewayApp
+from services.gateway.user_features import UserFeatureReader
 from services.stack import free_port
 
-from ..conftest import REPO
+from ..conftest import REPO, copy_feature_repo, run_feast
 from .conftest import Servers, gateway_settings
 
 STAGE = common_pb2.Stage
@@ -73,8 +74,10 @@ async def test_filters_and_exclusions_are_honoured(stub, catalogue) -> None:
 
 
 async def test_diversity_changes_the_list(stub) -> None:
-    focused = await stub.Recommend(gateway_pb2.RecommendRequest(user_id="42", count=10, diversity=0.0))
-    diverse = await stub.Recommend(gateway_pb2.RecommendRequest(user_id="42", count=10, diversity=0.9))
+    # No graph blend: with diversity 0 the rerank stage must then keep the ranking order exactly.
+    base = {"user_id": "42", "count": 10, "graph_weight": 0.0}
+    focused = await stub.Recommend(gateway_pb2.RecommendRequest(**base, diversity=0.0))
+    diverse = await stub.Recommend(gateway_pb2.RecommendRequest(**base, diversity=0.9))
     assert [i.item_id for i in focused.items] != [i.item_id for i in diverse.items]
     ranking = [i.stage_scores.ranking for i in focused.items]
     assert ranking == sorted(ranking, reverse=True), "diversity 0 keeps the ranking order"
@@ -98,6 +101,8 @@ async def test_unknown_user_gets_a_cold_start_list(stub) -> None:
         ({"user_id": "196", "count": 5, "exclude_item_ids": [""]}, "exclude_item_ids[0] is required"),
         ({"user_id": "196", "count": 5, "diversity": 1.5}, "between 0 and 1"),
         ({"user_id": "196", "count": 5, "diversity": math.nan}, "between 0 and 1"),
+        ({"user_id": "196", "count": 5, "graph_weight": -0.1}, "graph_weight"),
+        ({"user_id": "196", "count": 5, "diversity_method": 7}, "diversity_method 7 is not a known method"),
         (
             {"user_id": "196", "count": 5, "filter": common_pb2.ItemFilter(exclude_genres=["Anime"])},
             "known genres",
@@ -161,10 +166,20 @@ async def gateway_with(stage_servers: Servers, common_settings, tmp_path: Path):
 
 async def test_ranking_down_answers_in_retrieval_order(gateway_with) -> None:
     stub = await gateway_with("ranking")
-    reply = await stub.Recommend(gateway_pb2.RecommendRequest(user_id="196", count=10, diversity=0.0))
+    request = gateway_pb2.RecommendRequest(user_id="196", count=10, diversity=0.0, graph_weight=0.0)
+    reply = await stub.Recommend(request)
     assert list(reply.degraded_stages) == [STAGE.Value("STAGE_RANKING")] and len(reply.items) == 10
     retrieval = [i.stage_scores.retrieval for i in reply.items]
     assert retrieval == sorted(retrieval, reverse=True)
+
+
+async def test_dpp_and_graph_weight_reach_the_rerank_stage(stub) -> None:
+    base = {"user_id": "196", "count": 10, "diversity": 0.6}
+    mmr = await stub.Recommend(gateway_pb2.RecommendRequest(**base, diversity_method=common_pb2.DIVERSITY_METHOD_MMR))
+    dpp = await stub.Recommend(gateway_pb2.RecommendRequest(**base, diversity_method=common_pb2.DIVERSITY_METHOD_DPP))
+    for reply in (mmr, dpp):
+        assert len(reply.items) == 10 and len({i.item_id for i in reply.items}) == 10 and not reply.degraded_stages
+    assert [i.item_id for i in mmr.items] != [i.item_id for i in dpp.items]
 
 
 async def test_rerank_down_answers_in_ranking_order(gateway_with) -> None:
@@ -183,6 +198,32 @@ async def test_every_stage_down_still_answers_with_unseen_popular_items(gateway_
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="50", count=5))
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_feature_store_unreachable_answers_with_default_features(
+    stage_servers: Servers, common_settings, offline_dir: Path, tmp_path: Path
+) -> None:
+    """The online store goes away after start-up (here: a Redis online store on a port nobody listens on):
+    Recommend still answers, from default features, with the features stage marked degraded."""
+    app = GatewayApp(gateway_settings(stage_servers, tmp_path), common_settings)
+    server = await start_and_load(app)
+    try:
+        repo = copy_feature_repo(tmp_path / "unreachable", offline_dir)
+        run_feast(repo, "apply")  # registry on file; then point the online store at a closed port
+        yaml = (repo / "feature_store.yaml").read_text()
+        online = "online_store:\n  type: sqlite\n  path: ../var/feast/online_store.db\n"
+        assert online in yaml
+        redis = f"online_store:\n  type: redis\n  connection_string: 127.0.0.1:{free_port()}\n"
+        (repo / "feature_store.yaml").write_text(yaml.replace(online, redis))
+        assert app.pipeline is not None
+        app.pipeline.features = UserFeatureReader(repo, app.settings.user_feature_service)
+        stub = gateway_pb2_grpc.GatewayServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{server.port}"))
+        for user in ("196", "no-such-user"):
+            reply = await stub.Recommend(gateway_pb2.RecommendRequest(user_id=user, count=10), timeout=10)
+            assert list(reply.degraded_stages) == [STAGE.Value("STAGE_FEATURES")], user
+            assert len(reply.items) == 10 and len({i.item_id for i in reply.items}) == 10
+    finally:
+        await server.stop(0)
 
 
 async def test_not_serving_until_loaded_and_reflection_lists_services(stage_servers, common_settings, tmp_path) -> None:
