@@ -1,6 +1,11 @@
 # syntax=docker/dockerfile:1.7
-# Training image for KubeRay: the Ray head, workers and job submitter of the `prepare` and `train` RayJobs
-# (`python -m training.prepare`, `python -m training.pipeline`) and of the interactive RayCluster.
+# Training image for KubeRay: the Ray head, workers and job submitter of the `prepare`, `train` and `batch`
+# RayJobs and of the interactive RayCluster. Entrypoints (run on the head, RAY_ADDRESS set by KubeRay):
+#   python -m training.prepare --out /app/var/data/feast [--postgres DSN]
+#   python -m training.pipeline --feature-repo /app/features --bundle-dir /var/lib/recsys/bundles --workers N
+#   python -m training.batch_recommend --bundle-dir /var/lib/recsys/bundles --feature-repo /app/features
+#   python -m training.ray_jobs --model <name> ...
+# The chart mounts the Feast feature_store.yaml over /app/features/feature_store.yaml.
 #
 # Build from the repository root:
 #   docker build -f deploy/k8s/docker/training.Dockerfile -t <registry>/recsys/training:<version> .

@@ -294,3 +294,70 @@ and substituted into feature_store.yaml by Feast (${PGPASSWORD}, ${REDIS_PASSWOR
 {{- define "recsys.feastConfigChecksum" -}}
 {{- include (print .Template.BasePath "/feast/configmap.yaml") . | sha256sum }}
 {{- end }}
+
+{{/*
+The gateway's event log schema, for everything that imports features/definitions.py (the Feast jobs, the Ray
+pods): with the postgres offline store, `feedback_events_source` reads `<schema>.events`.
+*/}}
+{{- define "recsys.eventLogSchemaEnv" -}}
+- name: RECSYS_GATEWAY_EVENT_LOG_SCHEMA
+  value: {{ .Values.gateway.eventLog.schema | quote }}
+{{- end }}
+
+{{/* ---------------------------------------------------------------- TLS, metrics and rules of the stages */}}
+
+{{- define "recsys.tlsDir" -}}/etc/recsys/tls{{- end }}
+{{- define "recsys.rerankRulesDir" -}}/etc/recsys/rerank{{- end }}
+
+{{/* Name of the TLS Secret; empty when TLS is off. */}}
+{{- define "recsys.tlsSecret" -}}
+{{- if .Values.tls.enabled }}
+{{- required "tls.existingSecret is required when tls.enabled is true (a Secret with tls.crt, tls.key and ca.crt)" .Values.tls.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/* RECSYS_TLS_* of a stage (TlsSettings in services/common/security.py); nothing when TLS is off. */}}
+{{- define "recsys.tlsEnv" -}}
+{{- if include "recsys.tlsSecret" . }}
+- name: RECSYS_TLS_CERT_FILE
+  value: {{ include "recsys.tlsDir" . }}/tls.crt
+- name: RECSYS_TLS_KEY_FILE
+  value: {{ include "recsys.tlsDir" . }}/tls.key
+- name: RECSYS_TLS_CA_FILE
+  value: {{ include "recsys.tlsDir" . }}/ca.crt
+- name: RECSYS_TLS_REQUIRE_CLIENT_CERT
+  value: {{ .Values.tls.requireClientCert | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Health check of a stage serving TLS, as an exec probe (the kubelet's native gRPC probe cannot do TLS): calls
+grpc.health.v1 on the local port with the pod's own certificate (so it also passes under mTLS), verifying the
+server against ca.crt under the stage's Service name, and succeeds only on SERVING.
+Usage: include "recsys.tlsHealthExec" (list $ "gateway" 50051)
+*/}}
+{{- define "recsys.tlsHealthExec" -}}
+{{- $root := index . 0 }}
+{{- $stage := index . 1 }}
+{{- $port := index . 2 }}
+exec:
+  command:
+    - python
+    - -c
+    - |-
+      import os, sys, grpc
+      from grpc_health.v1 import health_pb2, health_pb2_grpc
+      read = lambda name: open(os.environ[name], "rb").read()
+      creds = grpc.ssl_channel_credentials(read("RECSYS_TLS_CA_FILE"), read("RECSYS_TLS_KEY_FILE"), read("RECSYS_TLS_CERT_FILE"))
+      options = [("grpc.ssl_target_name_override", "{{ include "recsys.componentName" (list $root $stage) }}")]
+      with grpc.secure_channel("127.0.0.1:{{ $port }}", creds, options=options) as channel:
+          reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
+      sys.exit(0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1)
+{{- end }}
+
+{{/* Ray Train workers per model of the `train` RayJob: training.jobs.train.workers, else the worker group size. */}}
+{{- define "recsys.ray.trainWorkers" -}}
+{{- $n := int .Values.training.jobs.train.workers }}
+{{- if eq $n 0 }}{{ $n = max 1 (int .Values.training.workers.replicas) }}{{ end }}
+{{- $n }}
+{{- end }}

@@ -29,6 +29,7 @@ containers:
     {{- end }}
     env:
       {{- include "recsys.commonEnv" $root | nindent 6 }}
+      {{- include "recsys.eventLogSchemaEnv" $root | nindent 6 }}
       {{- with $c.env }}
       {{- toYaml . | nindent 6 }}
       {{- end }}

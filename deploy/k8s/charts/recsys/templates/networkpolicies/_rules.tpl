@@ -91,3 +91,14 @@ Egress rules shared by the NetworkPolicies. Each helper renders list items for `
     matchLabels:
       {{- include "recsys.releasePodSelector" . | nindent 6 }}
 {{- end }}
+
+{{/* Ingress rule of a stage's metrics port: the scrapers in networkPolicy.metricsFrom (nothing when empty). */}}
+{{- define "recsys.netpol.metricsIngress" -}}
+{{- if and .Values.metrics.enabled .Values.networkPolicy.metricsFrom }}
+- from:
+    {{- toYaml .Values.networkPolicy.metricsFrom | nindent 4 }}
+  ports:
+    - port: metrics
+      protocol: TCP
+{{- end }}
+{{- end }}

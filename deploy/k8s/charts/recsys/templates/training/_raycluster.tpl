@@ -1,7 +1,9 @@
 {{/*
 KubeRay cluster spec shared by the RayJobs and the interactive RayCluster: a head (which runs the job driver)
-and one CPU worker group, all from the training image, with the data claim at /app/var/data (read-write) and
-the bundles claim at /var/lib/recsys/bundles (read-write: training publishes bundles there).
+and one CPU worker group, all from the training image, with the data claim at /app/var/data (read-write), the
+bundles claim at /var/lib/recsys/bundles (read-write: training publishes bundles there) and the Feast
+feature_store.yaml from the ConfigMap over the image's copy (training reads its data through Feast, and the
+batch job pushes to the online store).
 Usage: include "recsys.ray.clusterSpec" (list $ "train")
 */}}
 {{- define "recsys.ray.clusterSpec" -}}
@@ -67,6 +69,23 @@ securityContext:
 {{- with include "recsys.scheduling" (list $root $g) | trim }}
 {{ . }}
 {{- end }}
+initContainers:
+  # Ray Train keeps results and checkpoints under /app/var/ray_results, which must be shared by the head and
+  # the workers: a folder of the data claim. Created here as the Ray user (kubelet would create a missing
+  # subPath as root).
+  - name: ray-results-dir
+    image: {{ include "recsys.image" (list $root $t.image) }}
+    imagePullPolicy: {{ $t.image.pullPolicy }}
+    command: ["mkdir", "-p", "{{ include "recsys.dataDir" $root }}/ray_results"]
+    resources:
+      {{- toYaml $t.submitter.resources | nindent 6 }}
+    securityContext:
+      {{- include "recsys.containerSecurityContext" $root | nindent 6 }}
+    volumeMounts:
+      - name: tmp
+        mountPath: /tmp
+      - name: data
+        mountPath: {{ include "recsys.dataDir" $root }}
 containers:
   - name: {{ $name }}
     image: {{ include "recsys.image" (list $root $t.image) }}
@@ -92,15 +111,19 @@ containers:
         value: /tmp
       - name: RECSYS_BUNDLE_DIR
         value: {{ include "recsys.bundleDir" $root }}
+      - name: RECSYS_FEATURE_REPO
+        value: {{ include "recsys.featureRepo" $root }}
       - name: RECSYS_LOG_LEVEL
         value: {{ $root.Values.logging.level | quote }}
       - name: RECSYS_LOG_JSON
         value: {{ $root.Values.logging.json | quote }}
       - name: RAY_USAGE_STATS_ENABLED
         value: "0"
-      {{- if eq $root.Values.feast.offlineStore "postgres" }}
+      - name: FEAST_USAGE
+        value: "False"
+      {{- include "recsys.eventLogSchemaEnv" $root | nindent 6 }}
+      {{- /* Feast's SQL registry (libpq: PGPASSWORD), the postgres offline store and Redis (${REDIS_PASSWORD}). */}}
       {{- include "recsys.secretEnv" $root | nindent 6 }}
-      {{- end }}
       {{- with $g.env }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
@@ -115,8 +138,15 @@ containers:
         mountPath: /dev/shm
       - name: data
         mountPath: {{ include "recsys.dataDir" $root }}
+      - name: data
+        mountPath: /app/var/ray_results
+        subPath: ray_results
       - name: bundles
         mountPath: {{ include "recsys.bundleDir" $root }}
+      - name: feast-config
+        mountPath: {{ include "recsys.featureRepo" $root }}/feature_store.yaml
+        subPath: feature_store.yaml
+        readOnly: true
 volumes:
   - name: tmp
     emptyDir:
@@ -131,6 +161,9 @@ volumes:
   - name: bundles
     persistentVolumeClaim:
       claimName: {{ include "recsys.bundlesClaim" $root }}
+  - name: feast-config
+    configMap:
+      name: {{ include "recsys.componentName" (list $root "feast") }}
 {{- end }}
 
 {{/* Pod template of the RayJob submitter (runs `ray job submit`; KubeRay fills in the command). */}}
