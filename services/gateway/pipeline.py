@@ -184,7 +184,9 @@ class RecommendPipeline:
     def _response(
         self, items: list[gateway_pb2.RecommendedItem], degraded: list[common_pb2.Stage], cold: bool
     ) -> gateway_pb2.RecommendResponse:
+        request_id = uuid.uuid4().hex
         span = trace.get_current_span()
+        span.set_attribute("recsys.request_id", request_id)  # joins a response (and its impressions) to its trace
         span.set_attribute("recsys.items", len(items))
         span.set_attribute("recsys.cold_start", cold)
         span.set_attribute(
@@ -193,7 +195,7 @@ class RecommendPipeline:
         return gateway_pb2.RecommendResponse(
             items=items,
             bundle_version=self.bundle_version,
-            request_id=uuid.uuid4().hex,
+            request_id=request_id,
             degraded_stages=degraded,
             cold_start=cold,
         )

@@ -1,5 +1,5 @@
 """The rerank core, for one bundle: graph affinity blended into the ranking score, business rules, diversity
-(MMR or DPP) and explanations.
+(MMR, DPP, or calibration towards the genre mix of the user's history) and explanations.
 
 Order of operations per request, all vectorised over the N candidates: scale the ranking scores to [0, 1];
 blend in the user's graph affinity (LightGCN embeddings, when the bundle has them); apply boosts; drop blocked
@@ -25,7 +25,7 @@ from services.common.retrieval_data import (
     known_rows,
     normalised_item_factors,
 )
-from services.rerank.diversity import dpp, mmr, scaled
+from services.rerank.diversity import calibrated, dpp, genre_distributions, mmr, scaled
 from services.rerank.explain import EXPLORATION_REASON, PINNED_REASON, reasons
 from services.rerank.rules import BusinessRules, CompiledRules, compile_rules
 
@@ -35,6 +35,7 @@ GRAPH_COMPONENT = "graph"
 class DiversityMethod(StrEnum):
     MMR = "mmr"
     DPP = "dpp"
+    CALIBRATED = "calibrated"  # the list's genre mix follows the user's history (the strength is `diversity`)
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,15 @@ class Reranker:
         self.embeddings = embeddings
         self.titles = list(titles)
         n = len(self.titles)
+        item_genres = genres if genres is not None else [[] for _ in range(n)]
         self.rules: CompiledRules = compile_rules(
             rules or BusinessRules(),
             list(item_ids),
-            genres if genres is not None else [[] for _ in range(n)],
+            item_genres,
             popularity if popularity is not None else np.zeros(n),
         )
         self.graph = graph
+        self.genre_mix = genre_distributions(item_genres, sorted({g for gs in item_genres for g in gs}))
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, feature_repo: Path, rules: BusinessRules | None = None) -> Reranker:
@@ -160,8 +163,14 @@ class Reranker:
         explore = self._exploration_picks(rows, rel, available, len(slots))
         available[explore] = False
         main_count = target - len(pinned) - len(explore)
-        select = dpp if method == DiversityMethod.DPP else mmr
-        picks, values = select(rel, emb, main_count, diversity, available, cap if len(rules.caps) else None)
+        on_pick = cap if len(rules.caps) else None
+        if method == DiversityMethod.CALIBRATED:
+            history = [self.item_pos[i] for i in history_item_ids if i in self.item_pos]
+            mix = self.genre_mix[history].mean(axis=0) if history else np.zeros(self.genre_mix.shape[1])
+            picks, values = calibrated(rel, self.genre_mix[rows], mix, main_count, diversity, available, on_pick)
+        else:
+            select = dpp if method == DiversityMethod.DPP else mmr
+            picks, values = select(rel, emb, main_count, diversity, available, on_pick)
         if len(picks) < main_count:  # the caps left the list short: fill by relevance, caps relaxed
             rest = open_.copy()
             rest[picks] = False

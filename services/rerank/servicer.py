@@ -27,6 +27,7 @@ METHODS: dict[int, DiversityMethod | None] = {
     common_pb2.DIVERSITY_METHOD_UNSPECIFIED: None,
     common_pb2.DIVERSITY_METHOD_MMR: DiversityMethod.MMR,
     common_pb2.DIVERSITY_METHOD_DPP: DiversityMethod.DPP,
+    common_pb2.DIVERSITY_METHOD_CALIBRATED: DiversityMethod.CALIBRATED,
 }
 
 

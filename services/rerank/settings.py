@@ -15,7 +15,9 @@ class RerankSettings(ServerSettings):
     model_config = SettingsConfigDict(env_prefix="RECSYS_RERANK_", extra="ignore")
 
     port: int = Field(50054, ge=0, le=65535)
-    diversity_method: Literal["mmr", "dpp"] = Field("mmr", description="Diversity method when a request names none.")
+    diversity_method: Literal["mmr", "dpp", "calibrated"] = Field(
+        "mmr", description="Diversity method when a request names none."
+    )
     graph_weight: float = Field(
         0.3, ge=0.0, le=1.0, description="Weight of the graph affinity against the ranking score (request overrides)."
     )

@@ -179,7 +179,7 @@ def test_one_trace_spans_all_four_processes_and_metrics_are_exported(stack: Stac
         spans = _spans(stack)
         root = next(
             (s for s in spans if s["name"].endswith("GatewayService/Recommend") and s["kind"] == "SERVER"
-             and s["attributes"].get("recsys.bundle_version") == reply.bundle_version),
+             and s["attributes"].get("recsys.request_id") == reply.request_id),
             None,
         )  # fmt: skip
         trace = [s for s in spans if root and s["trace_id"] == root["trace_id"]]
@@ -199,6 +199,7 @@ def test_one_trace_spans_all_four_processes_and_metrics_are_exported(stack: Stac
     attrs = root["attributes"]
     assert attrs["recsys.candidates.count"] == 500 and attrs["recsys.candidates.embedding"] > 0
     assert attrs["recsys.degraded_stages"] == [] and attrs["recsys.items"] == 5
+    assert attrs["recsys.bundle_version"] == reply.bundle_version
 
     port = stack.service_env_overrides["gateway"]["RECSYS_METRICS_PORT"]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:

@@ -105,6 +105,17 @@ def test_beyond_accuracy_metrics_match_hand_computed_values() -> None:
     assert out["gini@2"] == pytest.approx(m.gini_index(np.array([2, 1, 1])))
     assert m.beyond_accuracy(np.array([[0, 1]]), [2], 5, np.ones(5), np.eye(5))["coverage@2"] == pytest.approx(0.4)
 
+    # Miscalibration: items 0 (genre A), 1 (genre B), 2 (A and B); user 0's history is all A, user 1's is mixed.
+    mix = m.genre_mix(features)
+    assert mix[2] == pytest.approx([0.5, 0.5]) and mix[0] == pytest.approx([1.0, 0.0])
+    users = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 0.0]])  # the third user has no genre history: not counted
+    lists = np.array([[0, -1], [0, 1], [1, 2]])
+    got = m.miscalibration(lists, [2], users, mix)["miscalibration@2"]
+    # user 0: q = (1, 0) -> KL 0; user 1: q = (0.5, 0.5) -> KL 0
+    assert got == pytest.approx(0.0, abs=1e-12)
+    far = m.miscalibration(np.array([[1, -1]]), [1], np.array([[1.0, 0.0]]), mix)["miscalibration@1"]
+    assert far == pytest.approx(-math.log(0.01))  # q~ = 0.99 * 0 + 0.01 * 1 on genre A
+
 
 def test_rating_errors() -> None:
     out = m.rating_errors(np.array([3.0, 4.0, 1.0]), np.array([4.0, 2.0, np.nan]))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.rerank.diversity import dpp
+from services.rerank.diversity import calibrated, dpp
 from services.rerank.reranker import DiversityMethod, GraphEmbeddings, Reranker
 from services.rerank.rules import BusinessRules, RulesError, compile_rules
 
@@ -103,3 +103,38 @@ def test_rules_are_checked_against_the_catalogue(tmp_path: Path) -> None:
     bad.write_text("unknown_rule: 1\n")
     with pytest.raises(RulesError, match="unknown_rule"):
         BusinessRules.load(bad)
+
+
+def test_calibration_makes_the_genre_mix_follow_the_history() -> None:
+    r = _reranker()
+    ids = [str(i) for i in range(N)]
+    horror_first = sorted(range(N), key=lambda i: (i % 2, i))  # every Horror item outranks every Comedy item
+    scores = np.empty(N, dtype=np.float32)
+    scores[horror_first] = np.linspace(1.0, 0.0, N)
+    history = ["1", "3", "5", "0"]  # three Comedy, one Horror: the target mix is 75% Comedy
+
+    def comedies(diversity: float, hist: list[str]) -> int:
+        out = r.rerank(ids, scores, [], 8, diversity, False, hist, method=DiversityMethod.CALIBRATED)
+        assert len(set(out.positions.tolist())) == 8 and np.all(np.diff(out.scores) <= 0)
+        return sum(int(ids[p]) % 2 for p in out.positions)
+
+    assert comedies(0.0, history) == 0, "strength 0 keeps the ranking order"
+    assert comedies(0.99, history) == 6, "6 of 8 follow the 75% Comedy history"
+    assert comedies(0.99, []) == 0, "no history, nothing to calibrate to: the ranking order"
+    assert 0 < comedies(0.5, history) <= comedies(0.9, history) <= 6, "weaker strengths move part of the way"
+
+
+def test_calibrated_reduces_the_kl_to_the_target() -> None:
+    rng = np.random.default_rng(3)
+    genres = rng.random((200, 6)) ** 4
+    genres /= genres.sum(axis=1, keepdims=True)
+    target = np.array([0.5, 0.3, 0.2, 0.0, 0.0, 0.0])
+    rel = rng.random(200)
+
+    def kl(picks: np.ndarray) -> float:
+        q = 0.99 * genres[picks].mean(axis=0) + 0.01 * target
+        return float((target[:3] * np.log(target[:3] / q[:3])).sum())
+
+    losses = [kl(calibrated(rel, genres, target, 20, s)[0]) for s in (0.0, 0.3, 0.6, 0.9)]
+    assert losses == sorted(losses, reverse=True) and losses[-1] < 0.5 * losses[0], losses
+    assert calibrated(rel, genres, target, 20, 0.0)[0].tolist() == np.argsort(-rel, kind="stable")[:20].tolist()

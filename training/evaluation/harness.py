@@ -77,6 +77,7 @@ class EvalContext:
     train_popularity: np.ndarray  # train interactions per item
     train_per_user: np.ndarray  # train interactions per user
     genre_features: np.ndarray  # (n_items, n_genres) 0/1
+    user_genre_mix: np.ndarray  # (n_evaluated_users, n_genres): genre mix of each user's train items
     cold_users: np.ndarray  # bool over evaluated users
     cold_items: np.ndarray  # bool over items
 
@@ -91,6 +92,9 @@ class EvalContext:
         popularity = train.item_popularity()
         per_user = np.bincount(train.user_idx, minlength=train.n_users)
         genres, _ = train.genre_matrix()
+        user_mix = np.zeros((train.n_users, genres.shape[1]))
+        np.add.at(user_mix, train.user_idx, m.genre_mix(genres)[train.item_idx])
+        user_mix = m.genre_mix(user_mix[users])
         return cls(
             split=split,
             config=config,
@@ -101,6 +105,7 @@ class EvalContext:
             train_popularity=popularity,
             train_per_user=per_user,
             genre_features=genres,
+            user_genre_mix=user_mix,
             cold_users=per_user[users] <= config.cold_user_max_train,
             cold_items=popularity <= config.cold_item_max_train,
         )
@@ -122,6 +127,7 @@ class EvalContext:
         out: dict[str, Any] = {"users": len(self.users)}
         out.update(m.accuracy(topk, self.truth, ks))
         out.update(m.beyond_accuracy(topk, ks, self.n_items, self.train_popularity, self.genre_features))
+        out.update(m.miscalibration(topk, ks, self.user_genre_mix, m.genre_mix(self.genre_features)))
         cold = np.flatnonzero(self.cold_users)
         out["cold_users"] = {
             "users": len(cold),
@@ -223,6 +229,7 @@ def protocol(split: Split, ctx: EvalContext) -> dict[str, Any]:
         "cold_items": f"test interactions with items having <= {c.cold_item_max_train} train interactions",
         "novelty": "mean -log2 p(i), p(i) = (train count + 1) / (train interactions + items)",
         "ild": "mean pairwise cosine distance of the items' genre vectors",
+        "miscalibration": "mean KL(p_u || 0.99 q_u + 0.01 p_u), genre mix p_u of the train items, q_u of the list",
         "seed": c.seed,
         "quick": c.quick,
     }

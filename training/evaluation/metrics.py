@@ -193,6 +193,34 @@ def beyond_accuracy(
     return out
 
 
+def genre_mix(item_features: np.ndarray) -> np.ndarray:
+    """(n_items, G) genre distributions: each item's genre flags weighted equally (zero rows stay zero)."""
+    f = np.asarray(item_features, dtype=np.float64)
+    total = f.sum(axis=1, keepdims=True)
+    return np.divide(f, total, out=np.zeros_like(f), where=total > 0)
+
+
+def miscalibration(
+    topk: np.ndarray, ks: Sequence[int], user_mix: np.ndarray, item_mix: np.ndarray, alpha: float = 0.01
+) -> dict[str, float]:
+    """Steck's miscalibration @k: mean over users (with a genre history) of KL(p_u || (1 - a) q_u + a p_u), p_u
+    the genre mix of the user's train items, q_u that of the list. 0 = the list mirrors the history."""
+    p = np.asarray(user_mix, dtype=np.float64)
+    has = p.sum(axis=1) > 0
+    out: dict[str, float] = {}
+    padded = np.concatenate([item_mix, np.zeros((1, item_mix.shape[1]))])
+    for k in ks:
+        lists = topk[:, :k]
+        valid = lists >= 0
+        n = np.maximum(valid.sum(axis=1, keepdims=True), 1)
+        q = padded[np.where(valid, lists, len(item_mix))].sum(axis=1) / n
+        smoothed = (1 - alpha) * q + alpha * p
+        terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0) / np.where(p > 0, smoothed, 1.0)), 0.0)
+        kl = terms.sum(axis=1)
+        out[f"miscalibration@{k}"] = float(kl[has].mean()) if has.any() else float("nan")
+    return out
+
+
 def rating_errors(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     """RMSE and MAE over the pairs whose actual rating is known."""
     p, a = np.asarray(predicted, dtype=np.float64), np.asarray(actual, dtype=np.float64)

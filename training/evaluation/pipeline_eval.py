@@ -57,7 +57,15 @@ RANKED_COUNT = int(GatewaySettings.model_fields["ranked_count"].default)
 DEFAULT_DIVERSITY = float(GatewaySettings.model_fields["default_diversity"].default)
 RERANK_METHOD = DiversityMethod(RerankSettings.model_fields["diversity_method"].default)
 GRAPH_WEIGHT = float(RerankSettings.model_fields["graph_weight"].default)
-SWEEP_METRICS = ("ndcg@10", "recall@10", "ild@10", "coverage@10", "novelty@10", "avg_popularity@10")
+SWEEP_METRICS = (
+    "ndcg@10",
+    "recall@10",
+    "ild@10",
+    "coverage@10",
+    "novelty@10",
+    "avg_popularity@10",
+    "miscalibration@10",
+)
 #: The rerank stage's trade-off, measured on the same ranked candidates: every method at each strength.
 DIVERSITY_SWEEP = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 #: The graph-affinity weight's effect, at diversity 0 (so only the blend changes the order).
@@ -272,7 +280,11 @@ def evaluate_pipeline(ctx: EvalContext) -> dict[str, Any]:
             cores.close()
         ran = time.perf_counter()
         manifest = bundle.manifest
-        components = {name: c.get("contract", {}).get("model", "") for name, c in manifest.components.items()}
+        # The model behind each component (the ranker's contract names its serving interface and architecture).
+        components = {
+            name: c.get("contract", {}).get("architecture") or c.get("contract", {}).get("model", "")
+            for name, c in manifest.components.items()
+        }
 
     retrieval, ranked = lists["retrieval"], lists["ranked"]
     stages: dict[str, Any] = {"retrieval": {"users": len(ctx.users)}}

@@ -42,6 +42,7 @@ class DiversityMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DIVERSITY_METHOD_UNSPECIFIED: _ClassVar[DiversityMethod]
     DIVERSITY_METHOD_MMR: _ClassVar[DiversityMethod]
     DIVERSITY_METHOD_DPP: _ClassVar[DiversityMethod]
+    DIVERSITY_METHOD_CALIBRATED: _ClassVar[DiversityMethod]
 DEVICE_TYPE_UNSPECIFIED: DeviceType
 DEVICE_TYPE_DESKTOP: DeviceType
 DEVICE_TYPE_MOBILE: DeviceType
@@ -63,6 +64,7 @@ STAGE_RERANK: Stage
 DIVERSITY_METHOD_UNSPECIFIED: DiversityMethod
 DIVERSITY_METHOD_MMR: DiversityMethod
 DIVERSITY_METHOD_DPP: DiversityMethod
+DIVERSITY_METHOD_CALIBRATED: DiversityMethod
 
 class RequestContext(_message.Message):
     __slots__ = ("request_time", "device", "locale", "surface")
