@@ -1,6 +1,7 @@
 """`recsys`: a command-line client for the running stack.
 
-    recsys recommend --user 196 [--count 10] [--genre Comedy] [--diversity 0.3] [--explain]
+    recsys recommend --user 196 [--count 10] [--genre Comedy] [--diversity 0.3]
+        [--diversity-method mmr|dpp|calibrated] [--explain]
     recsys similar --item 50 [--count 10]
     recsys feedback --user 196 --item 50 --type click [--value 1]
     recsys health
@@ -140,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rec.add_argument("--exclude-genre", action="append", default=[])
     rec.add_argument("--exclude-item", action="append", default=[])
     rec.add_argument("--diversity", type=float)
+    rec.add_argument(
+        "--diversity-method", choices=["mmr", "dpp", "calibrated"], help="the rerank service's default when unset"
+    )
     rec.add_argument("--device", choices=sorted(DEVICES), default="unspecified")
     rec.add_argument("--surface", default="cli")
     rec.add_argument("--no-explain", action="store_true", help="do not ask for reasons")
@@ -174,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rr.add_argument("--count", type=int, default=20)
     rr.add_argument("--calls", type=int, default=1000)
     rr.add_argument("--diversity", type=float, default=0.5)
-    rr.add_argument("--methods", default="mmr,dpp")
+    rr.add_argument("--methods", default="mmr,dpp,calibrated")
     rk = bench_sub.add_parser("ranking", help="Rank latency/throughput per backend (starts its own servers)")
     rk.add_argument("--backend", default="inprocess,triton", help="comma list of inprocess, triton")
     rk.add_argument("--candidates", default="100,500,1000", help="comma list of candidate counts")
@@ -212,6 +216,9 @@ def _run(args: argparse.Namespace, channel: grpc.Channel) -> int:
         )
         if args.diversity is not None:
             request.diversity = args.diversity
+        if args.diversity_method is not None:
+            enum_name = f"DIVERSITY_METHOD_{args.diversity_method.upper()}"
+            request.diversity_method = getattr(common_pb2, enum_name)
         reply = stub.Recommend(request, timeout=args.timeout)
         _print(reply, args.json, format_recommendations(args.user, reply))
     elif args.command == "similar":

@@ -9,7 +9,9 @@ feedback log, training/data/training_data.py), then trains, each as a Ray Train 
 2. the ranker, DLRM or Wide & Deep (`--ranker`), on the interactions with negatives drawn from the retrieval
    model's top candidates and at random; exported to ONNX and to the Triton model repository;
 3. LightGCN graph embeddings for the rerank stage's graph affinity;
-4. k-means user segments over the retrieval user vectors, with each segment's popular items.
+4. k-means user segments over the retrieval user vectors, with each segment's popular items;
+5. EASE item-to-item weights (catalogues up to EASE_MAX_ITEMS items): the candidate service scores every
+   candidate against the user's whole history with them, and the rerank stage blends that affinity in.
 
 The bundle (services/common/bundle.py) is published atomically; services switch to it without a restart.
 """
@@ -33,7 +35,7 @@ from torch import nn
 from services.candidate.index import default_index_contract
 from services.candidate.settings import CandidateSettings
 from services.common import bundle as bundle_format
-from services.common.retrieval_data import RETRIEVAL_CONTRACT
+from services.common.retrieval_data import AFFINITY_COMPONENT, AFFINITY_CONTRACT, RETRIEVAL_CONTRACT
 from services.common.settings import CommonSettings
 from services.ranking.serving import MODEL_NAME, OUTPUT, input_specs, triton_version
 from training.data.feast_dataset import dataset_to_interactions, load_training_dataset, to_interactions, training_frame
@@ -43,6 +45,7 @@ from training.data.training_data import FEATURE_REPO
 from training.export import export_item_tower_onnx, export_onnx, publish_to_triton_repository
 from training.loop import LocalContext
 from training.models import two_tower as tt
+from training.models.autoencoder import EASE_MAX_ITEMS, EaseConfig, ease_weights
 from training.models.dlrm import DlrmConfig
 from training.models.lightgcn import LightGcnConfig
 from training.models.ranker import build_ranker_features, ranker_examples, top_unseen
@@ -62,6 +65,7 @@ class PipelineConfig:
     wide_deep: WideDeepConfig = field(default_factory=WideDeepConfig)
     graph: LightGcnConfig = field(default_factory=LightGcnConfig)
     segments: SegmentConfig = field(default_factory=SegmentConfig)
+    item_affinity: EaseConfig | None = field(default_factory=EaseConfig)  # None: no item_affinity component
 
     @property
     def ranker_config(self) -> DlrmConfig | WideDeepConfig:
@@ -193,6 +197,14 @@ def train_and_publish(
 
     segments = user_segments(user_vecs, data, config.segments)
 
+    affinity = None
+    if config.item_affinity is not None and data.n_items <= EASE_MAX_ITEMS:
+        t0 = time.perf_counter()
+        affinity = ease_weights(data, config.item_affinity)
+        timings["item_affinity_s"] = time.perf_counter() - t0
+    elif config.item_affinity is not None:
+        log.info("no item_affinity component: %d items is more than EASE's %d", data.n_items, EASE_MAX_ITEMS)
+
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     parent = bundle_dir.parent if bundle_dir.parent.exists() else None
     staged = Path(tempfile.mkdtemp(dir=parent, prefix=".staging-"))
@@ -220,6 +232,8 @@ def train_and_publish(
         popular_by_segment=segments.popular_items,
         sizes=segments.sizes,
     )
+    if affinity is not None:
+        np.savez(staged / "item_affinity.npz", item_ids=item_ids, weights=affinity)
     tt.export_query_onnx(retrieval, staged / "query_tower.onnx")
     export_item_tower_onnx(
         retrieval.item, len(retrieval.vocab.genres), config.retrieval.title_tokens, staged / "item_tower.onnx"
@@ -305,6 +319,17 @@ def train_and_publish(
                 "contract": {"k": int(segments.centroids.shape[0]), "space": "retrieval.user_vectors"},
                 "config": asdict(config.segments),
             },
+            **(
+                {
+                    AFFINITY_COMPONENT: {
+                        "file": "item_affinity.npz",
+                        "contract": {**AFFINITY_CONTRACT, "model": "ease"},
+                        "config": asdict(config.item_affinity),
+                    }
+                }
+                if affinity is not None and config.item_affinity is not None
+                else {}
+            ),
         },
         metrics={
             "training_seconds": round(time.perf_counter() - started, 1),

@@ -2,7 +2,8 @@
 
 Starts the rerank service as its own process on the current bundle and calls it sequentially (after a
 warm-up) with the ranked candidates of real users, explanations on and the graph affinity blended in when the
-bundle has graph embeddings (reported as `graph`). Also times the same work in-process (`core_*`), which
+bundle has graph embeddings (reported as `graph`), and an item-to-item affinity per candidate blended in at
+0.5. Also times the same work in-process (`core_*`), which
 is what the service spends per request without the gRPC hop. Prints JSON.
 """
 
@@ -19,7 +20,11 @@ from recsys.bench.recommend import machine, percentiles
 from recsys.common.v1 import common_pb2
 from recsys.rerank.v1 import rerank_pb2, rerank_pb2_grpc
 
-METHODS = {"mmr": common_pb2.DIVERSITY_METHOD_MMR, "dpp": common_pb2.DIVERSITY_METHOD_DPP}
+METHODS = {
+    "mmr": common_pb2.DIVERSITY_METHOD_MMR,
+    "dpp": common_pb2.DIVERSITY_METHOD_DPP,
+    "calibrated": common_pb2.DIVERSITY_METHOD_CALIBRATED,
+}
 
 
 def _requests(item_ids: np.ndarray, user_ids: np.ndarray, candidates: int, count: int, n: int) -> list[dict[str, Any]]:
@@ -32,6 +37,7 @@ def _requests(item_ids: np.ndarray, user_ids: np.ndarray, candidates: int, count
                 "user_id": str(user_ids[rng.integers(len(user_ids))]),
                 "item_ids": item_ids[picked].astype(str).tolist(),
                 "scores": np.sort(rng.random(candidates))[::-1].astype(np.float32),
+                "affinity": rng.normal(size=candidates).astype(np.float32),  # the candidate stage's EASE affinity
                 "count": count,
                 "history": item_ids[rng.choice(len(item_ids), size=20, replace=False)].astype(str).tolist(),
             }
@@ -58,7 +64,7 @@ def run(candidates: int, count: int, calls: int, diversity: float, methods: Sequ
         for i, r in enumerate([*reqs[:50], *reqs]):
             t0 = time.perf_counter()
             reranker.rerank(r["item_ids"], r["scores"], [], count, diversity, True, r["history"], r["user_id"],
-                            DiversityMethod(method), graph_weight)  # fmt: skip
+                            DiversityMethod(method), graph_weight, r["affinity"], 0.5)  # fmt: skip
             if i >= 50:
                 samples.append((time.perf_counter() - t0) * 1000)
         results.append({"where": "core", "method": method, **percentiles(samples)})
@@ -76,6 +82,7 @@ def run(candidates: int, count: int, calls: int, diversity: float, methods: Sequ
                         user_id=r["user_id"], item_ids=r["item_ids"], scores=r["scores"].tolist(), count=count,
                         diversity=diversity, explain=True, history_item_ids=r["history"],
                         diversity_method=METHODS[method], graph_weight=graph_weight,
+                        affinity=r["affinity"].tolist(), affinity_weight=0.5,
                     )  # fmt: skip
                     t0 = time.perf_counter()
                     stub.Rerank(request, timeout=5)

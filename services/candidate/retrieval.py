@@ -37,6 +37,8 @@ from services.common.bundle import Bundle
 from services.common.catalogue import Catalogue, read_item_features
 from services.common.errors import NotFound
 from services.common.retrieval_data import (
+    AFFINITY_COMPONENT,
+    AFFINITY_CONTRACT,
     RETRIEVAL_COMPONENT,
     RETRIEVAL_CONTRACT,
     check_genres,
@@ -76,6 +78,7 @@ class Candidates:
     scores: np.ndarray  # float32
     sources: list[common_pb2.CandidateSource]
     cold_start: bool
+    affinity: np.ndarray | None = None  # float32, parallel to item_ids; None without item_affinity weights
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,7 @@ class Retriever:
         item_tower: ItemTower | None = None,
         segments: Segments | None = None,
         recent_popularity: np.ndarray | None = None,
+        item_affinity: np.ndarray | None = None,
     ) -> None:
         self.version = version
         self.catalogue = catalogue
@@ -180,6 +184,9 @@ class Retriever:
         self.query_tower = query_tower
         self.item_tower = item_tower
         self.segments = segments
+        if item_affinity is not None and item_affinity.shape != (self.n, self.n):
+            raise ValueError(f"item_affinity is {item_affinity.shape}; the bundle has {self.n} items")
+        self.item_affinity = item_affinity  # (n, n) item-to-item weights, or None
         self.trending: np.ndarray | None = None
         if recent_popularity is not None and len(recent_popularity) == self.n and np.any(recent_popularity > 0):
             pop = self.fallback.popular.popularity
@@ -226,6 +233,12 @@ class Retriever:
             item_tower = ItemTower(bundle.component(ITEM_TOWER_COMPONENT), contract, settings.query_threads)
         if SEGMENTS_COMPONENT in components:
             segments = Segments.from_arrays(bundle.load_arrays(SEGMENTS_COMPONENT))
+        affinity = None
+        if AFFINITY_COMPONENT in components:
+            weights = bundle.load_arrays(AFFINITY_COMPONENT, AFFINITY_CONTRACT)
+            if weights["item_ids"].astype(str).tolist() != item_ids:
+                raise ValueError(f"bundle {bundle.version}: item_affinity items differ from the retrieval items")
+            affinity = np.ascontiguousarray(weights["weights"], dtype=np.float32)
         return cls(
             bundle.version,
             arrays,
@@ -236,6 +249,7 @@ class Retriever:
             item_tower=item_tower,
             segments=segments,
             recent_popularity=recent_pop,
+            item_affinity=affinity,
         )
 
     # --- rows and ids -------------------------------------------------------------------------------------
@@ -407,7 +421,23 @@ class Retriever:
             scores=scores,
             sources=sources,  # type: ignore[arg-type]
             cold_start=not known and not len(recent_rows) and vector is None,
+            affinity=self.history_affinity(query.user_id, recent_rows, rows),
         )
+
+    def history_affinity(self, user_id: str, recent_rows: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
+        """Each candidate row's item-to-item affinity with the user's whole history (the bundle's training
+        interactions plus the fresh recent items): sum over history items h of W[h, row]. None without the
+        item_affinity component; 0 for runtime items (the weights do not know them) and users without history.
+        """
+        weights = self.item_affinity
+        if weights is None:
+            return None
+        history = np.union1d(self.fallback.seen.rows(user_id), recent_rows[recent_rows < self.n])
+        out = np.zeros(len(rows), dtype=np.float32)
+        main = rows < self.n
+        if len(history) and main.any():
+            out[main] = weights[np.ix_(history, rows[main])].sum(axis=0)
+        return out
 
     def _neighbours(
         self, rows: np.ndarray, count: int, masks: FilterMasks, live: LiveItems, only_source: bool

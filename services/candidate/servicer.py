@@ -144,6 +144,7 @@ class CandidateApp(candidate_pb2_grpc.CandidateServiceServicer):
             sources=result.sources,
             bundle_version=retriever.version,
             cold_start=result.cold_start,
+            affinity=result.affinity.tolist() if result.affinity is not None else [],
         )
 
     def _probe(self, retriever: Retriever, probe: AnnProbe) -> None:

@@ -62,6 +62,7 @@ class _Candidates:
     retrieval: np.ndarray
     sources: list[common_pb2.CandidateSource]
     cold_start: bool
+    affinity: np.ndarray | None = None  # the candidate stage's item-to-item affinity, parallel to item_ids
 
 
 class RecommendPipeline:
@@ -93,6 +94,8 @@ class RecommendPipeline:
         )
         if request.HasField("graph_weight"):
             check_fraction("graph_weight", request.graph_weight)
+        if request.HasField("affinity_weight"):
+            check_fraction("affinity_weight", request.affinity_weight)
         if request.diversity_method not in common_pb2.DiversityMethod.values():
             raise InvalidArgument(f"diversity_method {request.diversity_method} is not a known method")
         check_genres(self.catalogue, [*request.filter.include_genres, *request.filter.exclude_genres])
@@ -141,6 +144,7 @@ class RecommendPipeline:
                 user,
                 ids[order],
                 relevance[order],
+                cands.affinity[order] if cands.affinity is not None else None,
                 [cands.sources[i] for i in order],
                 count,
                 diversity,
@@ -229,11 +233,13 @@ class RecommendPipeline:
                 ),
                 timeout=s.candidate_timeout_ms / 1000,
             )
+            affinity = np.asarray(reply.affinity, dtype=np.float32)
             return _Candidates(
                 list(reply.item_ids),
                 np.asarray(reply.scores, dtype=np.float32),
                 list(reply.sources),
                 reply.cold_start,
+                affinity if len(affinity) == len(reply.item_ids) and len(affinity) else None,
             )
         except grpc.aio.AioRpcError as exc:
             log.warning("candidate stage degraded: %s %s", exc.code().name, exc.details())
@@ -288,6 +294,7 @@ class RecommendPipeline:
         user: common_pb2.UserFeatures,
         item_ids: np.ndarray,
         relevance: np.ndarray,
+        affinity: np.ndarray | None,
         sources: list[common_pb2.CandidateSource],
         count: int,
         diversity: float,
@@ -308,6 +315,8 @@ class RecommendPipeline:
                     sources=sources,
                     diversity_method=request.diversity_method,
                     graph_weight=request.graph_weight if request.HasField("graph_weight") else None,
+                    affinity=affinity.tolist() if affinity is not None else [],
+                    affinity_weight=request.affinity_weight if request.HasField("affinity_weight") else None,
                 ),
                 timeout=self.settings.rerank_timeout_ms / 1000,
             )

@@ -29,19 +29,14 @@ def mmr(
     available)` may clear more of it after each pick (category caps). Ties break towards the earlier
     candidate, so the result is deterministic.
     """
-    n = len(relevance)
-    rel = scaled(relevance)
-    avail = np.ones(n, dtype=bool) if available is None else available
-    if avail.dtype != np.bool_:
-        raise TypeError("available must be a boolean mask")
-    count = min(count, int(avail.sum()))
+    rel, avail, count = _prepare(relevance, available, count)
     if count <= 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        return _EMPTY
     if diversity <= 0.0:
         return _by_relevance(rel, avail, count, on_pick)
     # Redundancy counts only positive similarity (dissimilar items are not rewarded), which also keeps
     # the picked objective values non-increasing, so the final scores descend with the position.
-    max_sim = np.zeros(n)
+    max_sim = np.zeros(len(rel))
     picks = np.empty(count, dtype=np.int64)
     values = np.empty(count, dtype=np.float32)
     emb = np.asarray(embeddings, dtype=np.float64)
@@ -74,18 +69,13 @@ def dpp(
     residuals r_i = 1 - |c_i|² and picks argmax (1 - lambda) * rel_i + lambda/2 * log r_i: the log-det gain
     with quality weight 1 - lambda, stable for any lambda. `available` and `on_pick` are as in `mmr`.
     """
-    n = len(relevance)
-    rel = scaled(relevance)
-    avail = np.ones(n, dtype=bool) if available is None else available
-    if avail.dtype != np.bool_:
-        raise TypeError("available must be a boolean mask")
-    count = min(count, int(avail.sum()))
+    rel, avail, count = _prepare(relevance, available, count)
     if count <= 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        return _EMPTY
     if diversity <= 0.0:
         return _by_relevance(rel, avail, count, on_pick)
     emb = np.asarray(embeddings, dtype=np.float64)
-    chol = np.zeros((n, count))
+    chol = np.zeros((len(rel), count))
     residual = np.maximum(np.einsum("ij,ij->i", emb, emb), _EPS)  # s_ii (1 for unit embeddings)
     picks = np.empty(count, dtype=np.int64)
     values = np.empty(count, dtype=np.float32)
@@ -123,14 +113,9 @@ def calibrated(
     a target (an all-zero `target`, e.g. no history) the relevance order is kept. `available` and `on_pick`
     are as in `mmr`.
     """
-    n = len(relevance)
-    rel = scaled(relevance)
-    avail = np.ones(n, dtype=bool) if available is None else available
-    if avail.dtype != np.bool_:
-        raise TypeError("available must be a boolean mask")
-    count = min(count, int(avail.sum()))
+    rel, avail, count = _prepare(relevance, available, count)
     if count <= 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        return _EMPTY
     p = np.asarray(target, dtype=np.float64)
     if strength <= 0.0 or p.sum() <= 0:
         return _by_relevance(rel, avail, count, on_pick)
@@ -172,6 +157,18 @@ def genre_distributions(item_genres: Sequence[Sequence[str]], vocabulary: Sequen
 
 _CALIBRATION_ALPHA = 0.01
 _EPS = 1e-10
+
+
+def _prepare(relevance: np.ndarray, available: np.ndarray | None, count: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Scaled relevance, the availability mask (the caller's, updated in place) and the reachable count."""
+    rel = scaled(relevance)
+    avail = np.ones(len(rel), dtype=bool) if available is None else available
+    if avail.dtype != np.bool_:
+        raise TypeError("available must be a boolean mask")
+    return rel, avail, min(count, int(avail.sum()))
+
+
+_EMPTY = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))
 
 
 def scaled(relevance: np.ndarray) -> np.ndarray:

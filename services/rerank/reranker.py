@@ -1,4 +1,5 @@
-"""The rerank core, for one bundle: graph affinity blended into the ranking score, business rules, diversity
+"""The rerank core, for one bundle: graph affinity and the candidate stage's item-to-item affinity blended into
+the ranking score, business rules, diversity
 (MMR, DPP, or calibration towards the genre mix of the user's history) and explanations.
 
 Order of operations per request, all vectorised over the N candidates: scale the ranking scores to [0, 1];
@@ -106,12 +107,23 @@ class Reranker:
             graph,
         )
 
-    def relevance(self, user_id: str, rows: np.ndarray, scores: np.ndarray, graph_weight: float) -> np.ndarray:
-        """Ranking scores scaled to [0, 1], blended with the graph affinity, times the boosts."""
+    def relevance(
+        self,
+        user_id: str,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        graph_weight: float,
+        item_affinity: np.ndarray | None = None,
+        affinity_weight: float = 0.0,
+    ) -> np.ndarray:
+        """Ranking scores scaled to [0, 1], blended with the graph affinity, then with the candidate stage's
+        item-to-item affinity (when given), times the boosts."""
         rel = scaled(scores)
         if self.graph is not None and graph_weight > 0 and user_id in self.graph.user_pos:
             affinity = self.graph.items[rows] @ self.graph.users[self.graph.user_pos[user_id]]
             rel = (1.0 - graph_weight) * rel + graph_weight * scaled(affinity)
+        if item_affinity is not None and affinity_weight > 0 and np.ptp(item_affinity) > 0:
+            rel = (1.0 - affinity_weight) * rel + affinity_weight * scaled(item_affinity)
         return rel * self.rules.boost[rows]
 
     def rerank(
@@ -126,10 +138,13 @@ class Reranker:
         user_id: str = "",
         method: DiversityMethod = DiversityMethod.MMR,
         graph_weight: float = 0.0,
+        item_affinity: np.ndarray | None = None,
+        affinity_weight: float = 0.0,
     ) -> Reranked:
+        """`item_affinity`: the candidate stage's history affinity per candidate (None: not blended)."""
         rows = known_rows(self.item_pos, item_ids, f"item_ids unknown to rerank bundle {self.version}")
         emb = self.embeddings[rows]
-        rel = self.relevance(user_id, rows, scores, graph_weight)
+        rel = self.relevance(user_id, rows, scores, graph_weight, item_affinity, affinity_weight)
         rules = self.rules
         open_ = ~rules.blocked[rows]
         target = min(count, int(open_.sum()))

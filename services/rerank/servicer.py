@@ -78,6 +78,16 @@ class RerankApp(rerank_pb2_grpc.RerankServiceServicer):
             if request.HasField("graph_weight")
             else self.settings.graph_weight
         )
+        if request.affinity and len(request.affinity) != n:
+            raise InvalidArgument(f"affinity has {len(request.affinity)} entries; item_ids has {n}")
+        affinity = np.asarray(request.affinity, dtype=np.float32) if request.affinity else None
+        if affinity is not None and not np.isfinite(affinity).all():
+            raise InvalidArgument("affinity must be finite numbers")
+        affinity_weight = (
+            check_fraction("affinity_weight", request.affinity_weight)
+            if request.HasField("affinity_weight")
+            else self.settings.affinity_weight
+        )
         if len(request.history_item_ids) > MAX_HISTORY:
             raise InvalidArgument(f"history_item_ids has more than {MAX_HISTORY} entries")
         result = await asyncio.to_thread(
@@ -93,6 +103,8 @@ class RerankApp(rerank_pb2_grpc.RerankServiceServicer):
                 request.user_id,
                 method or DiversityMethod(self.settings.diversity_method),
                 graph_weight,
+                affinity,
+                affinity_weight,
             )
         )
         return rerank_pb2.RerankResponse(

@@ -21,4 +21,10 @@ class RerankSettings(ServerSettings):
     graph_weight: float = Field(
         0.3, ge=0.0, le=1.0, description="Weight of the graph affinity against the ranking score (request overrides)."
     )
+    affinity_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the candidate stage's item-to-item (EASE) history affinity (request overrides).",
+    )
     rules_file: Path | None = Field(None, description="Business rules (YAML or JSON, services/rerank/rules.py).")

@@ -20,24 +20,30 @@ from psycopg import sql
 from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.stack import SERVICES, Stack, free_port
 
+from ..conftest import private_feature_repo
+
 pytestmark = pytest.mark.e2e
 
 RETRIED = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
-@pytest.fixture
-def gateway_only(bundle, postgres_dsn: str, pg_schema: str, tmp_path: Path) -> Iterator[Stack]:
-    """The gateway process alone (Recommend is not exercised), writing feedback to a fresh schema."""
-    stack = Stack(
-        ports={s: free_port() for s in SERVICES},
-        env={
-            "RECSYS_GATEWAY_EVENT_LOG_DSN": postgres_dsn,
-            "RECSYS_GATEWAY_EVENT_LOG_SCHEMA": pg_schema,
-            "RECSYS_GATEWAY_PUSH_FEATURES": "false",  # the shared online store stays untouched
-            "RECSYS_LOG_JSON": "false",
-        },
-        log_dir=tmp_path / "logs",
-    )
+@pytest.fixture(params=[pytest.param(False, id="no-push")])
+def gateway_only(
+    request: pytest.FixtureRequest, bundle, postgres_dsn: str, pg_schema: str, offline_dir: Path, tmp_path: Path
+) -> Iterator[Stack]:
+    """The gateway process alone (Recommend is not exercised), writing feedback to a fresh schema; with the
+    `push` param, also pushing fresh features as `make run` does, into a private copy of the Feast repository
+    (the shared online store stays untouched)."""
+    push = bool(request.param)
+    env = {
+        "RECSYS_GATEWAY_EVENT_LOG_DSN": postgres_dsn,
+        "RECSYS_GATEWAY_EVENT_LOG_SCHEMA": pg_schema,
+        "RECSYS_GATEWAY_PUSH_FEATURES": str(push).lower(),
+        "RECSYS_LOG_JSON": "false",
+    }
+    if push:
+        env["RECSYS_FEATURE_REPO"] = str(private_feature_repo(tmp_path, offline_dir))
+    stack = Stack(ports={s: free_port() for s in SERVICES}, env=env, log_dir=tmp_path / "logs")
     stack.start(("gateway",))
     try:
         stack.wait_serving(timeout=240)
@@ -127,8 +133,12 @@ async def test_no_acknowledged_event_is_lost_or_duplicated_across_sigkill(
 
 
 @pytest.mark.bench
+@pytest.mark.parametrize(
+    "gateway_only", [pytest.param(False, id="no-push"), pytest.param(True, id="push")], indirect=True
+)
 async def test_ingestion_rate(gateway_only: Stack, postgres_dsn: str, pg_schema: str) -> None:
-    """Sustained events/s with batches of 100 from 8 concurrent clients for 15 s (opt in: --run-bench)."""
+    """Sustained events/s with batches of 100 from 8 concurrent clients for 15 s, with and without the fresh
+    feature pushes (opt in: --run-bench)."""
     stop = asyncio.Event()
     acked: set[str] = set()
     clients = [asyncio.create_task(_client(gateway_only.address("gateway"), c, 100, stop, acked)) for c in range(8)]

@@ -134,6 +134,9 @@ def test_cli_prints_readable_and_json_answers(stack: Stack) -> None:
     assert "Recommendations for user 196" in text.stdout and text.stdout.count("\n") >= 6
     as_json = json.loads(_cli(stack, "--json", "recommend", "--user", "196", "--count", "3").stdout)
     assert len(as_json["items"]) == 3 and as_json["items"][0]["info"]["title"]
+    args = ("--json", "recommend", "--user", "196", "--count", "5", "--diversity", "0.8")
+    calibrated = json.loads(_cli(stack, *args, "--diversity-method", "calibrated").stdout)
+    assert len(calibrated["items"]) == 5 and not calibrated.get("degraded_stages")
     similar = _cli(stack, "similar", "--item", "50", "--count", "3")
     assert similar.returncode == 0 and "Items similar to 50" in similar.stdout
     feedback = _cli(stack, "feedback", "--user", "196", "--item", "50", "--type", "click", "--event-id", "cli-1")

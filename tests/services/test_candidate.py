@@ -51,6 +51,8 @@ async def test_known_user_gets_count_unseen_embedding_candidates(stub, rated) ->
     embedding = np.asarray(reply.scores)[np.asarray(reply.sources) == common_pb2.CANDIDATE_SOURCE_EMBEDDING]
     assert np.all(np.diff(embedding) <= 1e-6), "best first within a source"
     assert reply.bundle_version
+    # The bundle's EASE weights score every candidate against the user's whole history.
+    assert len(reply.affinity) == 500 and np.isfinite(reply.affinity).all() and np.ptp(reply.affinity) > 0
 
 
 async def test_strict_filters_still_return_count_when_enough_qualify(stub, rated, genres) -> None:

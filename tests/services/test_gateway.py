@@ -102,6 +102,7 @@ async def test_unknown_user_gets_a_cold_start_list(stub) -> None:
         ({"user_id": "196", "count": 5, "diversity": 1.5}, "between 0 and 1"),
         ({"user_id": "196", "count": 5, "diversity": math.nan}, "between 0 and 1"),
         ({"user_id": "196", "count": 5, "graph_weight": -0.1}, "graph_weight"),
+        ({"user_id": "196", "count": 5, "affinity_weight": 2.0}, "affinity_weight"),
         ({"user_id": "196", "count": 5, "diversity_method": 7}, "diversity_method 7 is not a known method"),
         (
             {"user_id": "196", "count": 5, "filter": common_pb2.ItemFilter(exclude_genres=["Anime"])},

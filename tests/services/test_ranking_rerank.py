@@ -83,6 +83,9 @@ async def test_rerank_honours_count_and_explains(rerank) -> None:
         ({"diversity": 2.0}, "between 0 and 1"),
         ({"item_ids": ["1", "1", "2"]}, "duplicates"),
         ({"item_ids": ["1", "2", "nope"]}, "nope"),
+        ({"affinity": [1.0]}, "affinity has 1 entries"),
+        ({"affinity": [1.0, float("nan"), 0.0]}, "affinity must be finite"),
+        ({"affinity_weight": 1.5}, "between 0 and 1"),
     ],
 )
 async def test_rerank_rejects_bad_requests(rerank, overrides, fragment) -> None:

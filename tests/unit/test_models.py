@@ -284,3 +284,16 @@ def test_segments(data: Interactions) -> None:
     np.testing.assert_array_equal(seg.assign(vectors), seg.assignments)
     even = seg.assignments[0]
     assert (seg.popular_items[even] < N_ITEMS // 2).all()  # even users like the first half of the catalogue
+
+
+def test_ease_closed_form_matches_the_definition_and_blocks_of_users(data: Interactions) -> None:
+    from training.models.autoencoder import EaseConfig, EaseRecommender, ease_weights
+
+    x = data.user_item_matrix().astype(np.float64)
+    p = np.linalg.inv(x.T @ x + 10.0 * np.eye(data.n_items))
+    expected = np.eye(data.n_items) - p / np.diag(p)[None, :]
+    got = ease_weights(data, EaseConfig(l2=10.0, chunk_users=7))  # several blocks of users
+    assert np.allclose(got, expected, atol=1e-4) and np.allclose(np.diag(got), 0.0)
+    model = EaseRecommender(EaseConfig(l2=10.0))
+    model.fit(data)
+    _check_scores(model.score(np.array([0, 1])), 2)

@@ -138,3 +138,18 @@ def test_calibrated_reduces_the_kl_to_the_target() -> None:
     losses = [kl(calibrated(rel, genres, target, 20, s)[0]) for s in (0.0, 0.3, 0.6, 0.9)]
     assert losses == sorted(losses, reverse=True) and losses[-1] < 0.5 * losses[0], losses
     assert calibrated(rel, genres, target, 20, 0.0)[0].tolist() == np.argsort(-rel, kind="stable")[:20].tolist()
+
+
+def test_item_affinity_is_blended_into_the_relevance() -> None:
+    r = _reranker()
+    ids = [str(i) for i in range(N)]
+    scores = np.linspace(1.0, 0.0, N, dtype=np.float32)  # item 0 best by ranking
+    affinity = np.linspace(0.0, 1.0, N, dtype=np.float32)  # item 39 best by history affinity
+
+    def top(weight: float, aff: np.ndarray | None = affinity) -> list[str]:
+        out = r.rerank(ids, scores, [], 3, 0.0, False, [], "u", DiversityMethod.MMR, 0.0, aff, weight)
+        return [ids[p] for p in out.positions]
+
+    assert top(0.0) == ["0", "1", "2"] and top(0.5, None) == ["0", "1", "2"]
+    assert top(1.0) == ["39", "38", "37"]
+    assert top(0.5, np.zeros(N, dtype=np.float32)) == ["0", "1", "2"], "a flat affinity changes nothing"

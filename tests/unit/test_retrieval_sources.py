@@ -48,7 +48,7 @@ def test_merge_gives_unused_quota_to_the_others_and_dedups_in_priority_order() -
     assert Counter(sources) == {NB: 3, POP: 7}
 
 
-def _retriever(n: int = 3000, dim: int = 16, **settings: object) -> Retriever:
+def _retriever(n: int = 3000, dim: int = 16, item_affinity: np.ndarray | None = None, **settings: object) -> Retriever:
     rng = np.random.default_rng(0)
     items = clustered(n, dim)
     users = clustered(50, dim, seed=3)
@@ -77,7 +77,9 @@ def _retriever(n: int = 3000, dim: int = 16, **settings: object) -> Retriever:
         popular=np.stack([np.arange(0, 200, 2), np.arange(1, 200, 2)]),
     )
     s = CandidateSettings(**settings)  # type: ignore[arg-type]
-    return Retriever("v1", arrays, catalogue, s, contract={"model": "two_tower"}, segments=segs)
+    return Retriever(
+        "v1", arrays, catalogue, s, contract={"model": "two_tower"}, segments=segs, item_affinity=item_affinity
+    )
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +164,19 @@ def test_a_seen_item_stays_excluded_after_its_content_is_replaced() -> None:
     r.upsert([ItemContent(i, "Re-cut", ("Drama",), 2001, vec) for i in seen_ids])
     assert not set(seen_ids) & set(r.retrieve(RetrievalQuery("u0", [], 2000)).item_ids)
     assert set(seen_ids) <= set(r.retrieve(RetrievalQuery("u1", [], 2000)).item_ids)
+
+
+def test_history_affinity_sums_the_item_weights_over_the_whole_history() -> None:
+    n = 300
+    weights = np.random.default_rng(7).normal(size=(n, n)).astype(np.float32)
+    r = _retriever(n=n, item_affinity=weights)
+    c = r.retrieve(RetrievalQuery("u0", ["i1", "i2"], 50))
+    assert c.affinity is not None and c.affinity.shape == (50,)
+    history = np.union1d(r.fallback.seen.rows("u0"), [1, 2])  # the bundle's training items and the recent ones
+    rows = np.asarray([r.item_pos[i] for i in c.item_ids])
+    assert np.allclose(c.affinity, weights[history][:, rows].sum(axis=0), atol=1e-4)
+    cold = r.retrieve(RetrievalQuery("nobody", [], 20))
+    assert cold.affinity is not None and not cold.affinity.any(), "no history, no affinity"
+    assert _retriever(n=n).retrieve(RetrievalQuery("u0", [], 10)).affinity is None, "no weights in the bundle"
+    with pytest.raises(ValueError, match="item_affinity"):
+        _retriever(n=n, item_affinity=weights[:10])

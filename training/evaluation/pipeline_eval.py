@@ -57,6 +57,7 @@ RANKED_COUNT = int(GatewaySettings.model_fields["ranked_count"].default)
 DEFAULT_DIVERSITY = float(GatewaySettings.model_fields["default_diversity"].default)
 RERANK_METHOD = DiversityMethod(RerankSettings.model_fields["diversity_method"].default)
 GRAPH_WEIGHT = float(RerankSettings.model_fields["graph_weight"].default)
+AFFINITY_WEIGHT = float(RerankSettings.model_fields["affinity_weight"].default)
 SWEEP_METRICS = (
     "ndcg@10",
     "recall@10",
@@ -70,6 +71,8 @@ SWEEP_METRICS = (
 DIVERSITY_SWEEP = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 #: The graph-affinity weight's effect, at diversity 0 (so only the blend changes the order).
 GRAPH_SWEEP = (0.0, 0.1, 0.3, 0.5)
+#: The item-to-item (EASE) affinity weight's effect, at diversity 0 and the default graph weight.
+AFFINITY_SWEEP = (0.0, 0.3, 0.5, 0.7, 0.9)
 RETRIEVAL_KS = (10, 20, 100, 500)
 
 
@@ -316,12 +319,18 @@ def evaluate_pipeline(ctx: EvalContext) -> dict[str, Any]:
             {"graph_weight": w} | {key: ctx.score_metrics(lists[f"graph_{w:.2f}"]).get(key) for key in SWEEP_METRICS}
             for w in GRAPH_SWEEP
         ],
+        "affinity_weight_sweep": [
+            {"affinity_weight": w}
+            | {key: ctx.score_metrics(lists[f"affinity_{w:.2f}"]).get(key) for key in SWEEP_METRICS}
+            for w in AFFINITY_SWEEP
+        ],
         "settings": {
             "candidate_count": CANDIDATE_COUNT,
             "ranked_count": RANKED_COUNT,
             "diversity": DEFAULT_DIVERSITY,
             "diversity_method": str(RERANK_METHOD),
             "graph_weight": GRAPH_WEIGHT,
+            "affinity_weight": AFFINITY_WEIGHT,
             "bundle_components": components,
         },
         "timings": {
@@ -358,6 +367,7 @@ def run_stages(cores: StageCores, ctx: EvalContext, online: OnlineFeatures) -> d
             for d in DIVERSITY_SWEEP
         },
         **{f"graph_{w:.2f}": np.full((n, k), -1, dtype=np.int64) for w in GRAPH_SWEEP},
+        **{f"affinity_{w:.2f}": np.full((n, k), -1, dtype=np.int64) for w in AFFINITY_SWEEP},
     }
     # Validation items are excluded in the request (the bundle already excludes the train items).
     v_indptr, v_indices = csr(split.valid.user_idx, split.valid.item_idx, split.train.n_users)
@@ -391,19 +401,28 @@ def run_stages(cores: StageCores, ctx: EvalContext, online: OnlineFeatures) -> d
         top = order[:RANKED_COUNT]
         ids = [cands.item_ids[i] for i in top]
         sources = [int(cands.sources[i]) for i in top]
-        runs = [("diversity_0", RERANK_METHOD, 0.0), ("diversity_default", RERANK_METHOD, DEFAULT_DIVERSITY)]
-        runs += [(_sweep_key(method, d), method, d) for method in DiversityMethod for d in DIVERSITY_SWEEP]
-        for key, method, diversity in runs:
+        affinity = cands.affinity[top] if cands.affinity is not None else None
+
+        # (key, diversity, method, graph weight, affinity weight) of each rerank run on these candidates
+        runs = [
+            ("diversity_0", 0.0, RERANK_METHOD, GRAPH_WEIGHT, AFFINITY_WEIGHT),
+            ("diversity_default", DEFAULT_DIVERSITY, RERANK_METHOD, GRAPH_WEIGHT, AFFINITY_WEIGHT),
+            *((_sweep_key(m, d), d, m, GRAPH_WEIGHT, AFFINITY_WEIGHT) for m in DiversityMethod
+              for d in DIVERSITY_SWEEP),
+            *((f"graph_{w:.2f}", 0.0, RERANK_METHOD, w, AFFINITY_WEIGHT) for w in GRAPH_SWEEP),
+            *((f"affinity_{w:.2f}", 0.0, RERANK_METHOD, GRAPH_WEIGHT, w) for w in AFFINITY_SWEEP),
+        ]  # fmt: skip
+        for key, diversity, method, graph_weight, affinity_weight in runs:
             picked = cores.reranker.rerank(
-                ids, scores[top], sources, k, diversity, False, recent, user_id, method, GRAPH_WEIGHT
-            ).positions
-            out[key][r, : len(picked)] = rows[top[picked]]
-        for w in GRAPH_SWEEP:
-            picked = cores.reranker.rerank(
-                ids, scores[top], sources, k, 0.0, False, recent, user_id, RERANK_METHOD, w
-            ).positions
-            out[f"graph_{w:.2f}"][r, : len(picked)] = rows[top[picked]]
+                ids, scores[top], sources, k, diversity, False, recent, user_id, method, graph_weight, affinity,
+                affinity_weight,
+            ).positions  # fmt: skip
+            out[key][r, :k] = _padded(rows[top[picked]], k)
     return out
+
+
+def _padded(rows: np.ndarray, k: int) -> np.ndarray:
+    return np.concatenate([rows, np.full(k - len(rows), -1, dtype=np.int64)]) if len(rows) < k else rows[:k]
 
 
 def _sweep_key(method: DiversityMethod, diversity: float) -> str:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from recsys.common.v1 import common_pb2 as recsys_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#recsys/candidate/v1/candidate.proto\x12\x13recsys.candidate.v1\x1a\x1drecsys/common/v1/common.proto\"\xfc\x01\n\x0fRetrieveRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0frecent_item_ids\x18\x02 \x03(\t\x12\x31\n\x07\x63ontext\x18\x03 \x01(\x0b\x32 .recsys.common.v1.RequestContext\x12,\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1c.recsys.common.v1.ItemFilter\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\t\x12\r\n\x05\x63ount\x18\x06 \x01(\x05\x12\x35\n\ruser_features\x18\x07 \x01(\x0b\x32\x1e.recsys.common.v1.UserFeatures\"\x94\x01\n\x10RetrieveResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12\x32\n\x07sources\x18\x03 \x03(\x0e\x32!.recsys.common.v1.CandidateSource\x12\x16\n\x0e\x62undle_version\x18\x04 \x01(\t\x12\x12\n\ncold_start\x18\x05 \x01(\x08\"5\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"P\n\x14SimilarItemsResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12\x16\n\x0e\x62undle_version\x18\x03 \x01(\t\"]\n\nItemUpsert\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06genres\x18\x03 \x03(\t\x12\x0c\n\x04year\x18\x04 \x01(\x05\x12\x11\n\tembedding\x18\x05 \x03(\x02\"D\n\x12UpsertItemsRequest\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x1f.recsys.candidate.v1.ItemUpsert\"e\n\x13UpsertItemsResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x05\x12\x0f\n\x07updated\x18\x02 \x01(\x05\x12\x16\n\x0e\x62undle_version\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x61talogue_size\x18\x04 \x01(\x03\"&\n\x12RemoveItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\"o\n\x13RemoveItemsResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x05\x12\x17\n\x0f\x61lready_removed\x18\x02 \x01(\x05\x12\x16\n\x0e\x62undle_version\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x61talogue_size\x18\x04 \x01(\x03\x32\xd0\x01\n\x10\x43\x61ndidateService\x12W\n\x08Retrieve\x12$.recsys.candidate.v1.RetrieveRequest\x1a%.recsys.candidate.v1.RetrieveResponse\x12\x63\n\x0cSimilarItems\x12(.recsys.candidate.v1.SimilarItemsRequest\x1a).recsys.candidate.v1.SimilarItemsResponse2\xdb\x01\n\x15\x43\x61ndidateAdminService\x12`\n\x0bUpsertItems\x12\'.recsys.candidate.v1.UpsertItemsRequest\x1a(.recsys.candidate.v1.UpsertItemsResponse\x12`\n\x0bRemoveItems\x12\'.recsys.candidate.v1.RemoveItemsRequest\x1a(.recsys.candidate.v1.RemoveItemsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#recsys/candidate/v1/candidate.proto\x12\x13recsys.candidate.v1\x1a\x1drecsys/common/v1/common.proto\"\xfc\x01\n\x0fRetrieveRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0frecent_item_ids\x18\x02 \x03(\t\x12\x31\n\x07\x63ontext\x18\x03 \x01(\x0b\x32 .recsys.common.v1.RequestContext\x12,\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1c.recsys.common.v1.ItemFilter\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\t\x12\r\n\x05\x63ount\x18\x06 \x01(\x05\x12\x35\n\ruser_features\x18\x07 \x01(\x0b\x32\x1e.recsys.common.v1.UserFeatures\"\xa6\x01\n\x10RetrieveResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12\x32\n\x07sources\x18\x03 \x03(\x0e\x32!.recsys.common.v1.CandidateSource\x12\x16\n\x0e\x62undle_version\x18\x04 \x01(\t\x12\x12\n\ncold_start\x18\x05 \x01(\x08\x12\x10\n\x08\x61\x66\x66inity\x18\x06 \x03(\x02\"5\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"P\n\x14SimilarItemsResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12\x16\n\x0e\x62undle_version\x18\x03 \x01(\t\"]\n\nItemUpsert\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06genres\x18\x03 \x03(\t\x12\x0c\n\x04year\x18\x04 \x01(\x05\x12\x11\n\tembedding\x18\x05 \x03(\x02\"D\n\x12UpsertItemsRequest\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x1f.recsys.candidate.v1.ItemUpsert\"e\n\x13UpsertItemsResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x05\x12\x0f\n\x07updated\x18\x02 \x01(\x05\x12\x16\n\x0e\x62undle_version\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x61talogue_size\x18\x04 \x01(\x03\"&\n\x12RemoveItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\"o\n\x13RemoveItemsResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x05\x12\x17\n\x0f\x61lready_removed\x18\x02 \x01(\x05\x12\x16\n\x0e\x62undle_version\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x61talogue_size\x18\x04 \x01(\x03\x32\xd0\x01\n\x10\x43\x61ndidateService\x12W\n\x08Retrieve\x12$.recsys.candidate.v1.RetrieveRequest\x1a%.recsys.candidate.v1.RetrieveResponse\x12\x63\n\x0cSimilarItems\x12(.recsys.candidate.v1.SimilarItemsRequest\x1a).recsys.candidate.v1.SimilarItemsResponse2\xdb\x01\n\x15\x43\x61ndidateAdminService\x12`\n\x0bUpsertItems\x12\'.recsys.candidate.v1.UpsertItemsRequest\x1a(.recsys.candidate.v1.UpsertItemsResponse\x12`\n\x0bRemoveItems\x12\'.recsys.candidate.v1.RemoveItemsRequest\x1a(.recsys.candidate.v1.RemoveItemsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,23 +35,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRIEVEREQUEST']._serialized_start=92
   _globals['_RETRIEVEREQUEST']._serialized_end=344
   _globals['_RETRIEVERESPONSE']._serialized_start=347
-  _globals['_RETRIEVERESPONSE']._serialized_end=495
-  _globals['_SIMILARITEMSREQUEST']._serialized_start=497
-  _globals['_SIMILARITEMSREQUEST']._serialized_end=550
-  _globals['_SIMILARITEMSRESPONSE']._serialized_start=552
-  _globals['_SIMILARITEMSRESPONSE']._serialized_end=632
-  _globals['_ITEMUPSERT']._serialized_start=634
-  _globals['_ITEMUPSERT']._serialized_end=727
-  _globals['_UPSERTITEMSREQUEST']._serialized_start=729
-  _globals['_UPSERTITEMSREQUEST']._serialized_end=797
-  _globals['_UPSERTITEMSRESPONSE']._serialized_start=799
-  _globals['_UPSERTITEMSRESPONSE']._serialized_end=900
-  _globals['_REMOVEITEMSREQUEST']._serialized_start=902
-  _globals['_REMOVEITEMSREQUEST']._serialized_end=940
-  _globals['_REMOVEITEMSRESPONSE']._serialized_start=942
-  _globals['_REMOVEITEMSRESPONSE']._serialized_end=1053
-  _globals['_CANDIDATESERVICE']._serialized_start=1056
-  _globals['_CANDIDATESERVICE']._serialized_end=1264
-  _globals['_CANDIDATEADMINSERVICE']._serialized_start=1267
-  _globals['_CANDIDATEADMINSERVICE']._serialized_end=1486
+  _globals['_RETRIEVERESPONSE']._serialized_end=513
+  _globals['_SIMILARITEMSREQUEST']._serialized_start=515
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=568
+  _globals['_SIMILARITEMSRESPONSE']._serialized_start=570
+  _globals['_SIMILARITEMSRESPONSE']._serialized_end=650
+  _globals['_ITEMUPSERT']._serialized_start=652
+  _globals['_ITEMUPSERT']._serialized_end=745
+  _globals['_UPSERTITEMSREQUEST']._serialized_start=747
+  _globals['_UPSERTITEMSREQUEST']._serialized_end=815
+  _globals['_UPSERTITEMSRESPONSE']._serialized_start=817
+  _globals['_UPSERTITEMSRESPONSE']._serialized_end=918
+  _globals['_REMOVEITEMSREQUEST']._serialized_start=920
+  _globals['_REMOVEITEMSREQUEST']._serialized_end=958
+  _globals['_REMOVEITEMSRESPONSE']._serialized_start=960
+  _globals['_REMOVEITEMSRESPONSE']._serialized_end=1071
+  _globals['_CANDIDATESERVICE']._serialized_start=1074
+  _globals['_CANDIDATESERVICE']._serialized_end=1282
+  _globals['_CANDIDATEADMINSERVICE']._serialized_start=1285
+  _globals['_CANDIDATEADMINSERVICE']._serialized_end=1504
 # @@protoc_insertion_point(module_scope)

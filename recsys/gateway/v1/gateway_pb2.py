@@ -26,37 +26,37 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from recsys.common.v1 import common_pb2 as recsys_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frecsys/gateway/v1/gateway.proto\x12\x11recsys.gateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1drecsys/common/v1/common.proto\"\xcd\x02\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x31\n\x07\x63ontext\x18\x02 \x01(\x0b\x32 .recsys.common.v1.RequestContext\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12,\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1c.recsys.common.v1.ItemFilter\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\t\x12\x16\n\tdiversity\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\x12;\n\x10\x64iversity_method\x18\x08 \x01(\x0e\x32!.recsys.common.v1.DiversityMethod\x12\x19\n\x0cgraph_weight\x18\t \x01(\x02H\x01\x88\x01\x01\x42\x0c\n\n_diversityB\x0f\n\r_graph_weight\"A\n\x0bStageScores\x12\x11\n\tretrieval\x18\x01 \x01(\x02\x12\x0f\n\x07ranking\x18\x02 \x01(\x02\x12\x0e\n\x06rerank\x18\x03 \x01(\x02\"\xd4\x01\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x34\n\x0cstage_scores\x18\x03 \x01(\x0b\x32\x1e.recsys.gateway.v1.StageScores\x12\x31\n\x06source\x18\x04 \x01(\x0e\x32!.recsys.common.v1.CandidateSource\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12(\n\x04info\x18\x06 \x01(\x0b\x32\x1a.recsys.common.v1.ItemInfo\"\xb8\x01\n\x11RecommendResponse\x12\x31\n\x05items\x18\x01 \x03(\x0b\x32\".recsys.gateway.v1.RecommendedItem\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x30\n\x0f\x64\x65graded_stages\x18\x04 \x03(\x0e\x32\x17.recsys.common.v1.Stage\x12\x12\n\ncold_start\x18\x05 \x01(\x08\"5\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"W\n\x0bSimilarItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12(\n\x04info\x18\x03 \x01(\x0b\x32\x1a.recsys.common.v1.ItemInfo\"]\n\x14SimilarItemsResponse\x12-\n\x05items\x18\x01 \x03(\x0b\x32\x1e.recsys.gateway.v1.SimilarItem\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t\"\xe3\x01\n\rFeedbackEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12-\n\x04type\x18\x04 \x01(\x0e\x32\x1f.recsys.gateway.v1.FeedbackType\x12\r\n\x05value\x18\x05 \x01(\x02\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x07\x63ontext\x18\x07 \x01(\x0b\x32 .recsys.common.v1.RequestContext\"I\n\x15RecordFeedbackRequest\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .recsys.gateway.v1.FeedbackEvent\"@\n\rRejectedEvent\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"r\n\x16RecordFeedbackResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12\x32\n\x08rejected\x18\x03 \x03(\x0b\x32 .recsys.gateway.v1.RejectedEvent*\x94\x01\n\x0c\x46\x65\x65\x64\x62\x61\x63kType\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46\x45\x45\x44\x42\x41\x43K_TYPE_VIEW\x10\x01\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_TYPE_CLICK\x10\x02\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_TYPE_RATING\x10\x03\x12\x1a\n\x16\x46\x45\x45\x44\x42\x41\x43K_TYPE_PURCHASE\x10\x04\x32\xb0\x02\n\x0eGatewayService\x12V\n\tRecommend\x12#.recsys.gateway.v1.RecommendRequest\x1a$.recsys.gateway.v1.RecommendResponse\x12_\n\x0cSimilarItems\x12&.recsys.gateway.v1.SimilarItemsRequest\x1a\'.recsys.gateway.v1.SimilarItemsResponse\x12\x65\n\x0eRecordFeedback\x12(.recsys.gateway.v1.RecordFeedbackRequest\x1a).recsys.gateway.v1.RecordFeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frecsys/gateway/v1/gateway.proto\x12\x11recsys.gateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1drecsys/common/v1/common.proto\"\xff\x02\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x31\n\x07\x63ontext\x18\x02 \x01(\x0b\x32 .recsys.common.v1.RequestContext\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12,\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1c.recsys.common.v1.ItemFilter\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\t\x12\x16\n\tdiversity\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\x12;\n\x10\x64iversity_method\x18\x08 \x01(\x0e\x32!.recsys.common.v1.DiversityMethod\x12\x19\n\x0cgraph_weight\x18\t \x01(\x02H\x01\x88\x01\x01\x12\x1c\n\x0f\x61\x66\x66inity_weight\x18\n \x01(\x02H\x02\x88\x01\x01\x42\x0c\n\n_diversityB\x0f\n\r_graph_weightB\x12\n\x10_affinity_weight\"A\n\x0bStageScores\x12\x11\n\tretrieval\x18\x01 \x01(\x02\x12\x0f\n\x07ranking\x18\x02 \x01(\x02\x12\x0e\n\x06rerank\x18\x03 \x01(\x02\"\xd4\x01\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x34\n\x0cstage_scores\x18\x03 \x01(\x0b\x32\x1e.recsys.gateway.v1.StageScores\x12\x31\n\x06source\x18\x04 \x01(\x0e\x32!.recsys.common.v1.CandidateSource\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12(\n\x04info\x18\x06 \x01(\x0b\x32\x1a.recsys.common.v1.ItemInfo\"\xb8\x01\n\x11RecommendResponse\x12\x31\n\x05items\x18\x01 \x03(\x0b\x32\".recsys.gateway.v1.RecommendedItem\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x30\n\x0f\x64\x65graded_stages\x18\x04 \x03(\x0e\x32\x17.recsys.common.v1.Stage\x12\x12\n\ncold_start\x18\x05 \x01(\x08\"5\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"W\n\x0bSimilarItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12(\n\x04info\x18\x03 \x01(\x0b\x32\x1a.recsys.common.v1.ItemInfo\"]\n\x14SimilarItemsResponse\x12-\n\x05items\x18\x01 \x03(\x0b\x32\x1e.recsys.gateway.v1.SimilarItem\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t\"\xe3\x01\n\rFeedbackEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12-\n\x04type\x18\x04 \x01(\x0e\x32\x1f.recsys.gateway.v1.FeedbackType\x12\r\n\x05value\x18\x05 \x01(\x02\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x07\x63ontext\x18\x07 \x01(\x0b\x32 .recsys.common.v1.RequestContext\"I\n\x15RecordFeedbackRequest\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .recsys.gateway.v1.FeedbackEvent\"@\n\rRejectedEvent\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"r\n\x16RecordFeedbackResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12\x32\n\x08rejected\x18\x03 \x03(\x0b\x32 .recsys.gateway.v1.RejectedEvent*\x94\x01\n\x0c\x46\x65\x65\x64\x62\x61\x63kType\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46\x45\x45\x44\x42\x41\x43K_TYPE_VIEW\x10\x01\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_TYPE_CLICK\x10\x02\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_TYPE_RATING\x10\x03\x12\x1a\n\x16\x46\x45\x45\x44\x42\x41\x43K_TYPE_PURCHASE\x10\x04\x32\xb0\x02\n\x0eGatewayService\x12V\n\tRecommend\x12#.recsys.gateway.v1.RecommendRequest\x1a$.recsys.gateway.v1.RecommendResponse\x12_\n\x0cSimilarItems\x12&.recsys.gateway.v1.SimilarItemsRequest\x1a\'.recsys.gateway.v1.SimilarItemsResponse\x12\x65\n\x0eRecordFeedback\x12(.recsys.gateway.v1.RecordFeedbackRequest\x1a).recsys.gateway.v1.RecordFeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recsys.gateway.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FEEDBACKTYPE']._serialized_start=1650
-  _globals['_FEEDBACKTYPE']._serialized_end=1798
+  _globals['_FEEDBACKTYPE']._serialized_start=1700
+  _globals['_FEEDBACKTYPE']._serialized_end=1848
   _globals['_RECOMMENDREQUEST']._serialized_start=119
-  _globals['_RECOMMENDREQUEST']._serialized_end=452
-  _globals['_STAGESCORES']._serialized_start=454
-  _globals['_STAGESCORES']._serialized_end=519
-  _globals['_RECOMMENDEDITEM']._serialized_start=522
-  _globals['_RECOMMENDEDITEM']._serialized_end=734
-  _globals['_RECOMMENDRESPONSE']._serialized_start=737
-  _globals['_RECOMMENDRESPONSE']._serialized_end=921
-  _globals['_SIMILARITEMSREQUEST']._serialized_start=923
-  _globals['_SIMILARITEMSREQUEST']._serialized_end=976
-  _globals['_SIMILARITEM']._serialized_start=978
-  _globals['_SIMILARITEM']._serialized_end=1065
-  _globals['_SIMILARITEMSRESPONSE']._serialized_start=1067
-  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1160
-  _globals['_FEEDBACKEVENT']._serialized_start=1163
-  _globals['_FEEDBACKEVENT']._serialized_end=1390
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=1392
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=1465
-  _globals['_REJECTEDEVENT']._serialized_start=1467
-  _globals['_REJECTEDEVENT']._serialized_end=1531
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=1533
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=1647
-  _globals['_GATEWAYSERVICE']._serialized_start=1801
-  _globals['_GATEWAYSERVICE']._serialized_end=2105
+  _globals['_RECOMMENDREQUEST']._serialized_end=502
+  _globals['_STAGESCORES']._serialized_start=504
+  _globals['_STAGESCORES']._serialized_end=569
+  _globals['_RECOMMENDEDITEM']._serialized_start=572
+  _globals['_RECOMMENDEDITEM']._serialized_end=784
+  _globals['_RECOMMENDRESPONSE']._serialized_start=787
+  _globals['_RECOMMENDRESPONSE']._serialized_end=971
+  _globals['_SIMILARITEMSREQUEST']._serialized_start=973
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=1026
+  _globals['_SIMILARITEM']._serialized_start=1028
+  _globals['_SIMILARITEM']._serialized_end=1115
+  _globals['_SIMILARITEMSRESPONSE']._serialized_start=1117
+  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1210
+  _globals['_FEEDBACKEVENT']._serialized_start=1213
+  _globals['_FEEDBACKEVENT']._serialized_end=1440
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=1442
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=1515
+  _globals['_REJECTEDEVENT']._serialized_start=1517
+  _globals['_REJECTEDEVENT']._serialized_end=1581
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=1583
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=1697
+  _globals['_GATEWAYSERVICE']._serialized_start=1851
+  _globals['_GATEWAYSERVICE']._serialized_end=2155
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ FEEDBACK_TYPE_RATING: FeedbackType
 FEEDBACK_TYPE_PURCHASE: FeedbackType
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "context", "count", "filter", "exclude_item_ids", "diversity", "explain", "diversity_method", "graph_weight")
+    __slots__ = ("user_id", "context", "count", "filter", "exclude_item_ids", "diversity", "explain", "diversity_method", "graph_weight", "affinity_weight")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class RecommendRequest(_message.Message):
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_METHOD_FIELD_NUMBER: _ClassVar[int]
     GRAPH_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     context: _common_pb2.RequestContext
     count: int
@@ -44,7 +45,8 @@ class RecommendRequest(_message.Message):
     explain: bool
     diversity_method: _common_pb2.DiversityMethod
     graph_weight: float
-    def __init__(self, user_id: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., count: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., diversity: _Optional[float] = ..., explain: _Optional[bool] = ..., diversity_method: _Optional[_Union[_common_pb2.DiversityMethod, str]] = ..., graph_weight: _Optional[float] = ...) -> None: ...
+    affinity_weight: float
+    def __init__(self, user_id: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., count: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., diversity: _Optional[float] = ..., explain: _Optional[bool] = ..., diversity_method: _Optional[_Union[_common_pb2.DiversityMethod, str]] = ..., graph_weight: _Optional[float] = ..., affinity_weight: _Optional[float] = ...) -> None: ...
 
 class StageScores(_message.Message):
     __slots__ = ("retrieval", "ranking", "rerank")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from recsys.common.v1 import common_pb2 as recsys_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1drecsys/rerank/v1/rerank.proto\x12\x10recsys.rerank.v1\x1a\x1drecsys/common/v1/common.proto\"\xac\x02\n\rRerankRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\x0e\n\x06scores\x18\x03 \x03(\x02\x12\r\n\x05\x63ount\x18\x04 \x01(\x05\x12\x11\n\tdiversity\x18\x05 \x01(\x02\x12\x0f\n\x07\x65xplain\x18\x06 \x01(\x08\x12\x18\n\x10history_item_ids\x18\x07 \x03(\t\x12\x32\n\x07sources\x18\x08 \x03(\x0e\x32!.recsys.common.v1.CandidateSource\x12;\n\x10\x64iversity_method\x18\t \x01(\x0e\x32!.recsys.common.v1.DiversityMethod\x12\x19\n\x0cgraph_weight\x18\n \x01(\x02H\x00\x88\x01\x01\x42\x0f\n\r_graph_weight\"Z\n\x0eRerankResponse\x12\x0f\n\x07indices\x18\x01 \x03(\x05\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x16\n\x0e\x62undle_version\x18\x04 \x01(\t2\\\n\rRerankService\x12K\n\x06Rerank\x12\x1f.recsys.rerank.v1.RerankRequest\x1a .recsys.rerank.v1.RerankResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1drecsys/rerank/v1/rerank.proto\x12\x10recsys.rerank.v1\x1a\x1drecsys/common/v1/common.proto\"\xf0\x02\n\rRerankRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\x0e\n\x06scores\x18\x03 \x03(\x02\x12\r\n\x05\x63ount\x18\x04 \x01(\x05\x12\x11\n\tdiversity\x18\x05 \x01(\x02\x12\x0f\n\x07\x65xplain\x18\x06 \x01(\x08\x12\x18\n\x10history_item_ids\x18\x07 \x03(\t\x12\x32\n\x07sources\x18\x08 \x03(\x0e\x32!.recsys.common.v1.CandidateSource\x12;\n\x10\x64iversity_method\x18\t \x01(\x0e\x32!.recsys.common.v1.DiversityMethod\x12\x19\n\x0cgraph_weight\x18\n \x01(\x02H\x00\x88\x01\x01\x12\x10\n\x08\x61\x66\x66inity\x18\x0b \x03(\x02\x12\x1c\n\x0f\x61\x66\x66inity_weight\x18\x0c \x01(\x02H\x01\x88\x01\x01\x42\x0f\n\r_graph_weightB\x12\n\x10_affinity_weight\"Z\n\x0eRerankResponse\x12\x0f\n\x07indices\x18\x01 \x03(\x05\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x16\n\x0e\x62undle_version\x18\x04 \x01(\t2\\\n\rRerankService\x12K\n\x06Rerank\x12\x1f.recsys.rerank.v1.RerankRequest\x1a .recsys.rerank.v1.RerankResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recsys.rerank.v1.rerank_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RERANKREQUEST']._serialized_start=83
-  _globals['_RERANKREQUEST']._serialized_end=383
-  _globals['_RERANKRESPONSE']._serialized_start=385
-  _globals['_RERANKRESPONSE']._serialized_end=475
-  _globals['_RERANKSERVICE']._serialized_start=477
-  _globals['_RERANKSERVICE']._serialized_end=569
+  _globals['_RERANKREQUEST']._serialized_end=451
+  _globals['_RERANKRESPONSE']._serialized_start=453
+  _globals['_RERANKRESPONSE']._serialized_end=543
+  _globals['_RERANKSERVICE']._serialized_start=545
+  _globals['_RERANKSERVICE']._serialized_end=637
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RerankRequest(_message.Message):
-    __slots__ = ("user_id", "item_ids", "scores", "count", "diversity", "explain", "history_item_ids", "sources", "diversity_method", "graph_weight")
+    __slots__ = ("user_id", "item_ids", "scores", "count", "diversity", "explain", "history_item_ids", "sources", "diversity_method", "graph_weight", "affinity", "affinity_weight")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,8 @@ class RerankRequest(_message.Message):
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_METHOD_FIELD_NUMBER: _ClassVar[int]
     GRAPH_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     item_ids: _containers.RepeatedScalarFieldContainer[str]
     scores: _containers.RepeatedScalarFieldContainer[float]
@@ -29,7 +31,9 @@ class RerankRequest(_message.Message):
     sources: _containers.RepeatedScalarFieldContainer[_common_pb2.CandidateSource]
     diversity_method: _common_pb2.DiversityMethod
     graph_weight: float
-    def __init__(self, user_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[str]] = ..., scores: _Optional[_Iterable[float]] = ..., count: _Optional[int] = ..., diversity: _Optional[float] = ..., explain: _Optional[bool] = ..., history_item_ids: _Optional[_Iterable[str]] = ..., sources: _Optional[_Iterable[_Union[_common_pb2.CandidateSource, str]]] = ..., diversity_method: _Optional[_Union[_common_pb2.DiversityMethod, str]] = ..., graph_weight: _Optional[float] = ...) -> None: ...
+    affinity: _containers.RepeatedScalarFieldContainer[float]
+    affinity_weight: float
+    def __init__(self, user_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[str]] = ..., scores: _Optional[_Iterable[float]] = ..., count: _Optional[int] = ..., diversity: _Optional[float] = ..., explain: _Optional[bool] = ..., history_item_ids: _Optional[_Iterable[str]] = ..., sources: _Optional[_Iterable[_Union[_common_pb2.CandidateSource, str]]] = ..., diversity_method: _Optional[_Union[_common_pb2.DiversityMethod, str]] = ..., graph_weight: _Optional[float] = ..., affinity: _Optional[_Iterable[float]] = ..., affinity_weight: _Optional[float] = ...) -> None: ...
 
 class RerankResponse(_message.Message):
     __slots__ = ("indices", "scores", "reasons", "bundle_version")
