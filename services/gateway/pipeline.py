@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -78,9 +79,14 @@ class RecommendPipeline:
         self.settings = settings
         self.stages = stages
         self.features = features
+        # Feature reads get threads of their own: reads stuck on a dead store then cannot starve other work.
+        self._feature_reads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="feast-read")
         self.fallback = fallback
         self.catalogue = catalogue
         self.bundle_version = bundle_version
+
+    def close(self) -> None:
+        self._feature_reads.shutdown(wait=False, cancel_futures=True)
 
     # -- Recommend -------------------------------------------------------------------------------------
 
@@ -108,10 +114,17 @@ class RecommendPipeline:
         with self._stage("features", degraded, common_pb2.STAGE_FEATURES):
             try:
                 with TRACER.start_as_current_span("feast.read_user_features") as span:
-                    user = await asyncio.to_thread(self.features.read, user_id)
+                    # A store that hangs (e.g. an unreachable Redis with client retries) must not hold the
+                    # request: past the deadline the read is abandoned (its thread finishes on its own).
+                    loop = asyncio.get_running_loop()
+                    user = await asyncio.wait_for(
+                        loop.run_in_executor(self._feature_reads, self.features.read, user_id),
+                        s.features_timeout_ms / 1000,
+                    )
                     span.set_attribute("recsys.user.history_length", len(user.recent_item_ids))
-            except Unavailable as exc:
-                log.warning("features degraded: %s", exc.message)
+            except (Unavailable, TimeoutError) as exc:
+                reason = exc.message if isinstance(exc, Unavailable) else f"no answer in {s.features_timeout_ms} ms"
+                log.warning("features degraded: %s", reason)
                 user = common_pb2.UserFeatures(user_id=user_id)
                 degraded.append(common_pb2.STAGE_FEATURES)
 

@@ -86,6 +86,8 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
         return RecommendPipeline(self.settings, stages, features, fallback, catalogue, bundle.version)
 
     async def close(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.close()
         for channel in self.channels:
             await channel.close()
         if self.impressions is not None:

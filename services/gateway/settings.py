@@ -20,6 +20,9 @@ class GatewaySettings(ServerSettings):
     candidate_address: str = Field("127.0.0.1:50052", description="host:port of the candidate service.")
     ranking_address: str = Field("127.0.0.1:50053", description="host:port of the ranking service.")
     rerank_address: str = Field("127.0.0.1:50054", description="host:port of the rerank service.")
+    features_timeout_ms: int = Field(
+        200, ge=1, description="Deadline of the Feast online read of the user's features (then defaults are used)."
+    )
     candidate_timeout_ms: int = Field(300, ge=1, description="Deadline of a Retrieve call.")
     ranking_timeout_ms: int = Field(300, ge=1, description="Deadline of a Rank call.")
     rerank_timeout_ms: int = Field(300, ge=1, description="Deadline of a Rerank call.")

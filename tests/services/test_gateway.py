@@ -74,8 +74,8 @@ async def test_filters_and_exclusions_are_honoured(stub, catalogue) -> None:
 
 
 async def test_diversity_changes_the_list(stub) -> None:
-    # No graph blend: with diversity 0 the rerank stage must then keep the ranking order exactly.
-    base = {"user_id": "42", "count": 10, "graph_weight": 0.0}
+    # No graph or history-affinity blend: with diversity 0 the rerank stage must then keep the ranking order.
+    base = {"user_id": "42", "count": 10, "graph_weight": 0.0, "affinity_weight": 0.0}
     focused = await stub.Recommend(gateway_pb2.RecommendRequest(**base, diversity=0.0))
     diverse = await stub.Recommend(gateway_pb2.RecommendRequest(**base, diversity=0.9))
     assert [i.item_id for i in focused.items] != [i.item_id for i in diverse.items]
@@ -167,7 +167,9 @@ async def gateway_with(stage_servers: Servers, common_settings, tmp_path: Path):
 
 async def test_ranking_down_answers_in_retrieval_order(gateway_with) -> None:
     stub = await gateway_with("ranking")
-    request = gateway_pb2.RecommendRequest(user_id="196", count=10, diversity=0.0, graph_weight=0.0)
+    request = gateway_pb2.RecommendRequest(
+        user_id="196", count=10, diversity=0.0, graph_weight=0.0, affinity_weight=0.0
+    )
     reply = await stub.Recommend(request)
     assert list(reply.degraded_stages) == [STAGE.Value("STAGE_RANKING")] and len(reply.items) == 10
     retrieval = [i.stage_scores.retrieval for i in reply.items]
@@ -220,7 +222,9 @@ async def test_feature_store_unreachable_answers_with_default_features(
         app.pipeline.features = UserFeatureReader(repo, app.settings.user_feature_service)
         stub = gateway_pb2_grpc.GatewayServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{server.port}"))
         for user in ("196", "no-such-user"):
-            reply = await stub.Recommend(gateway_pb2.RecommendRequest(user_id=user, count=10), timeout=10)
+            # The features read has its own deadline: a hanging store does not hold the request (Redis'
+            # client alone would keep retrying the connection for seconds).
+            reply = await stub.Recommend(gateway_pb2.RecommendRequest(user_id=user, count=10), timeout=3)
             assert list(reply.degraded_stages) == [STAGE.Value("STAGE_FEATURES")], user
             assert len(reply.items) == 10 and len({i.item_id for i in reply.items}) == 10
     finally:

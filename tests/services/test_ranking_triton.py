@@ -172,7 +172,7 @@ async def test_triton_down_fails_fast_and_the_gateway_degrades(
         gateway = await start_and_load(GatewayApp(settings, common_settings))
         gw = gateway_pb2_grpc.GatewayServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}"))
         reply = await gw.Recommend(
-            gateway_pb2.RecommendRequest(user_id="196", count=10, diversity=0.0, graph_weight=0.0)
+            gateway_pb2.RecommendRequest(user_id="196", count=10, diversity=0.0, graph_weight=0.0, affinity_weight=0.0)
         )
         assert list(reply.degraded_stages) == [common_pb2.STAGE_RANKING] and len(reply.items) == 10
         retrieval = [i.stage_scores.retrieval for i in reply.items]
