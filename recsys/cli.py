@@ -192,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rt.add_argument("--dim", type=int, default=64)
     rt.add_argument("--index", default="auto", choices=["auto", "flat", "hnsw", "ivf"])
     rt.add_argument("--plot", default=None, help="write a PNG of latency and memory against size here")
+    rt.add_argument(
+        "--current-bundle", action="store_true", help="instead: the current bundle with real users' features"
+    )
 
     args = parser.parse_args(args_list)
     with _open_channel(args.address, args.ca_file) as raw:
@@ -256,6 +259,9 @@ def _run(args: argparse.Namespace, channel: grpc.Channel) -> int:
 
         from recsys.bench import retrieval as bench_retrieval
 
+        if args.current_bundle:
+            print(json.dumps(bench_retrieval.run_bundle(args.queries, args.count), indent=2))
+            return 0
         result = bench_retrieval.run(
             [int(x) for x in args.items.split(",")],
             args.queries,

@@ -186,3 +186,54 @@ def run(
     if plot_path is not None and len(results) > 1:
         out["plot"] = str(plot(results, plot_path))
     return out
+
+
+def run_bundle(queries: int = 1000, count: int = 500) -> dict[str, Any]:
+    """`Retriever.retrieve` on the current bundle (RECSYS_BUNDLE_DIR) as the candidate service loads it, for
+    the real users round-robin with their online features (recent items, demographics) as the gateway sends
+    them; with and without the bundle's EASE history affinity (when it has one)."""
+    import faiss
+
+    from services.candidate.retrieval import RetrievalQuery, Retriever
+    from services.candidate.settings import CandidateSettings
+    from services.common.bundle import load_current
+    from services.common.settings import CommonSettings
+    from services.gateway.user_features import UserFeatureReader
+
+    faiss.omp_set_num_threads(1)  # as the service searches
+    common = CommonSettings()
+    bundle = load_current(common.bundle_dir)
+    retriever = Retriever.from_bundle(bundle, common.feature_repo, CandidateSettings(build_threads=1))
+    reader = UserFeatureReader(common.feature_repo, "gateway_user_v1")
+    users = [str(u) for u in retriever.fallback.seen.user_pos]
+    features = {u: reader.read(u) for u in users}
+
+    def timed() -> dict[str, float]:
+        samples = []
+        for i in range(queries + 50):
+            user = users[i % len(users)]
+            f = features[user]
+            query = RetrievalQuery(user_id=user, recent_item_ids=list(f.recent_item_ids), count=count,
+                                   user_features=f, request_time=int(time.time()))  # fmt: skip
+            t0 = time.perf_counter()
+            retriever.retrieve(query)
+            if i >= 50:
+                samples.append((time.perf_counter() - t0) * 1000)
+        return percentiles(samples)
+
+    out: dict[str, Any] = {
+        "benchmark": "retrieval_bundle",
+        "bundle_version": bundle.version,
+        "items": retriever.n,
+        "index": retriever.spec.describe(),
+        "count": count,
+        "calls": queries,
+        "query_tower": retriever.query_tower is not None,
+        "retrieve": timed(),
+    }
+    if retriever.item_affinity is not None:
+        weights, retriever.item_affinity = retriever.item_affinity, None
+        out["retrieve_without_history_affinity"] = timed()
+        retriever.item_affinity = weights
+    out["machine"] = machine()
+    return out

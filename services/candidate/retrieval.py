@@ -436,7 +436,16 @@ class Retriever:
         out = np.zeros(len(rows), dtype=np.float32)
         main = rows < self.n
         if len(history) and main.any():
-            out[main] = weights[np.ix_(history, rows[main])].sum(axis=0)
+            # Summing the history's weight rows reads |history| x n floats; one matrix-vector product reads
+            # all n x n. Measured here at 1,682 items: 0.05 ms against 0.18 ms for 100 history items, and the
+            # product wins from about n/4 items (heavy users). A 2-D fancy index (np.ix_) was 3 ms at 700.
+            if len(history) * 4 <= self.n:
+                totals = weights[history].sum(axis=0)
+            else:
+                indicator = np.zeros(self.n, dtype=np.float32)
+                indicator[history] = 1.0
+                totals = indicator @ weights
+            out[main] = totals[rows[main]]
         return out
 
     def _neighbours(
