@@ -232,8 +232,14 @@ def train_and_publish(
         popular_by_segment=segments.popular_items,
         sizes=segments.sizes,
     )
-    if affinity is not None:
+    optional_components: dict[str, Any] = {}
+    if affinity is not None and config.item_affinity is not None:
         np.savez(staged / "item_affinity.npz", item_ids=item_ids, weights=affinity)
+        optional_components[AFFINITY_COMPONENT] = {
+            "file": "item_affinity.npz",
+            "contract": {**AFFINITY_CONTRACT, "model": "ease"},
+            "config": asdict(config.item_affinity),
+        }
     tt.export_query_onnx(retrieval, staged / "query_tower.onnx")
     export_item_tower_onnx(
         retrieval.item, len(retrieval.vocab.genres), config.retrieval.title_tokens, staged / "item_tower.onnx"
@@ -319,17 +325,7 @@ def train_and_publish(
                 "contract": {"k": int(segments.centroids.shape[0]), "space": "retrieval.user_vectors"},
                 "config": asdict(config.segments),
             },
-            **(
-                {
-                    AFFINITY_COMPONENT: {
-                        "file": "item_affinity.npz",
-                        "contract": {**AFFINITY_CONTRACT, "model": "ease"},
-                        "config": asdict(config.item_affinity),
-                    }
-                }
-                if affinity is not None and config.item_affinity is not None
-                else {}
-            ),
+            **optional_components,
         },
         metrics={
             "training_seconds": round(time.perf_counter() - started, 1),

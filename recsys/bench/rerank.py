@@ -17,14 +17,7 @@ import grpc
 import numpy as np
 
 from recsys.bench.recommend import machine, percentiles
-from recsys.common.v1 import common_pb2
 from recsys.rerank.v1 import rerank_pb2, rerank_pb2_grpc
-
-METHODS = {
-    "mmr": common_pb2.DIVERSITY_METHOD_MMR,
-    "dpp": common_pb2.DIVERSITY_METHOD_DPP,
-    "calibrated": common_pb2.DIVERSITY_METHOD_CALIBRATED,
-}
 
 
 def _requests(item_ids: np.ndarray, user_ids: np.ndarray, candidates: int, count: int, n: int) -> list[dict[str, Any]]:
@@ -81,7 +74,7 @@ def run(candidates: int, count: int, calls: int, diversity: float, methods: Sequ
                     request = rerank_pb2.RerankRequest(
                         user_id=r["user_id"], item_ids=r["item_ids"], scores=r["scores"].tolist(), count=count,
                         diversity=diversity, explain=True, history_item_ids=r["history"],
-                        diversity_method=METHODS[method], graph_weight=graph_weight,
+                        diversity_method=DiversityMethod(method).proto, graph_weight=graph_weight,
                         affinity=r["affinity"].tolist(), affinity_weight=0.5,
                     )  # fmt: skip
                     t0 = time.perf_counter()

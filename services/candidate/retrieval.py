@@ -34,7 +34,7 @@ from services.candidate.settings import CandidateSettings
 from services.candidate.sources import SourceList, first_occurrences, merge
 from services.candidate.towers import ITEM_TOWER_COMPONENT, QUERY_TOWER_COMPONENT, ItemTower, QueryTower
 from services.common.bundle import Bundle
-from services.common.catalogue import Catalogue, read_item_features
+from services.common.catalogue import Catalogue, ItemFeatureReader, read_item_features
 from services.common.errors import NotFound
 from services.common.retrieval_data import (
     AFFINITY_COMPONENT,
@@ -55,8 +55,6 @@ SOURCE_SEGMENT = common_pb2.CANDIDATE_SOURCE_SEGMENT_POPULAR
 SOURCE_TRENDING = common_pb2.CANDIDATE_SOURCE_TRENDING
 SOURCE_FRESH = common_pb2.CANDIDATE_SOURCE_FRESH
 SEGMENTS_COMPONENT = "segments"
-
-ItemFeatureReader = Callable[[Path, Sequence[str]], Mapping[str, list[Any]]]
 
 
 @dataclass(frozen=True)

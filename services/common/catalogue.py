@@ -6,7 +6,7 @@ indexing, never a feature-store call per candidate.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,9 @@ import numpy as np
 from services.common.errors import Unavailable
 
 ITEM_PROFILE_SERVICE = "ranking_items_v1"
+#: (feature repo, item ids) -> feature lists aligned with the ids; `read_item_features` reads Feast online, the
+#: offline evaluation passes the train part's rows instead.
+ItemFeatureReader = Callable[[Path, Sequence[str]], Mapping[str, list[Any]]]
 
 
 def read_item_features(
@@ -80,8 +83,10 @@ class Catalogue:
         )
 
     @classmethod
-    def load(cls, feature_repo: Path, item_ids: Sequence[str]) -> Catalogue:
-        return cls.from_features(item_ids, read_item_features(feature_repo, item_ids))
+    def load(
+        cls, feature_repo: Path, item_ids: Sequence[str], read_features: ItemFeatureReader | None = None
+    ) -> Catalogue:
+        return cls.from_features(item_ids, dict((read_features or read_item_features)(feature_repo, item_ids)))
 
     def genre_bits(self, names: Sequence[str]) -> np.uint64:
         """The mask of the named genres; unknown names are an error the caller reports."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from services.common.bundle import Bundle
-from services.common.catalogue import read_item_features
+from services.common.catalogue import ItemFeatureReader, read_item_features
 from services.common.errors import FailedPrecondition
 from services.common.retrieval_data import known_rows
 from services.ranking import features as rf
@@ -74,9 +74,11 @@ class Encoder:
         self.item_pos = {item_id: i for i, item_id in enumerate(contract.vocabularies["item_id"])}
 
     @classmethod
-    def load(cls, contract: rf.RankerContract, feature_repo: Path) -> Encoder:
+    def load(
+        cls, contract: rf.RankerContract, feature_repo: Path, read_features: ItemFeatureReader | None = None
+    ) -> Encoder:
         item_ids = contract.vocabularies["item_id"]
-        feats = read_item_features(feature_repo, item_ids)
+        feats = (read_features or read_item_features)(feature_repo, item_ids)
 
         def column(name: str) -> np.ndarray:
             return np.asarray([v if v is not None else 0 for v in feats[name]], dtype=np.float64)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.common.v1 import common_pb2
 from services.common.bundle import Bundle
-from services.common.catalogue import Catalogue
+from services.common.catalogue import Catalogue, ItemFeatureReader
 from services.common.retrieval_data import (
     RETRIEVAL_COMPONENT,
     RETRIEVAL_CONTRACT,
@@ -37,6 +38,12 @@ class DiversityMethod(StrEnum):
     MMR = "mmr"
     DPP = "dpp"
     CALIBRATED = "calibrated"  # the list's genre mix follows the user's history (the strength is `diversity`)
+
+    @property
+    def proto(self) -> common_pb2.DiversityMethod:
+        """The `common.v1.DiversityMethod` value of the same name."""
+        value: common_pb2.DiversityMethod = getattr(common_pb2, f"DIVERSITY_METHOD_{self.name}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -84,10 +91,16 @@ class Reranker:
         self.genre_mix = genre_distributions(item_genres, sorted({g for gs in item_genres for g in gs}))
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, feature_repo: Path, rules: BusinessRules | None = None) -> Reranker:
+    def from_bundle(
+        cls,
+        bundle: Bundle,
+        feature_repo: Path,
+        rules: BusinessRules | None = None,
+        read_features: ItemFeatureReader | None = None,
+    ) -> Reranker:
         arrays = bundle.load_arrays(RETRIEVAL_COMPONENT, RETRIEVAL_CONTRACT)
         item_ids = arrays["item_ids"].tolist()
-        catalogue = Catalogue.load(feature_repo, item_ids)
+        catalogue = Catalogue.load(feature_repo, item_ids, read_features)
         graph = None
         if GRAPH_COMPONENT in bundle.manifest.components:
             g = bundle.load_arrays(GRAPH_COMPONENT)

@@ -25,9 +25,7 @@ MAX_HISTORY = 1000
 #: Request enum -> method; None (unspecified) means the configured default.
 METHODS: dict[int, DiversityMethod | None] = {
     common_pb2.DIVERSITY_METHOD_UNSPECIFIED: None,
-    common_pb2.DIVERSITY_METHOD_MMR: DiversityMethod.MMR,
-    common_pb2.DIVERSITY_METHOD_DPP: DiversityMethod.DPP,
-    common_pb2.DIVERSITY_METHOD_CALIBRATED: DiversityMethod.CALIBRATED,
+    **{method.proto: method for method in DiversityMethod},
 }
 
 

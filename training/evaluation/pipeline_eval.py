@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,18 +31,10 @@ import pandas as pd
 from recsys.common.v1 import common_pb2
 from services.candidate.retrieval import RetrievalQuery, Retriever
 from services.common.bundle import Bundle
-from services.common.catalogue import Catalogue
-from services.common.retrieval_data import (
-    RETRIEVAL_COMPONENT,
-    RETRIEVAL_CONTRACT,
-    has_bias_column,
-    normalised_item_factors,
-)
 from services.gateway.settings import GatewaySettings
-from services.ranking import features as rf
 from services.ranking.backends import InProcessBackend
 from services.ranking.scorer import Encoder, RankerArtifacts, UserRow
-from services.rerank.reranker import GRAPH_COMPONENT, DiversityMethod, GraphEmbeddings, Reranker
+from services.rerank.reranker import DiversityMethod, Reranker
 from services.rerank.settings import RerankSettings
 from training.data.interactions import Interactions
 from training.data.offline import write_offline_sources
@@ -175,53 +168,20 @@ class StageCores:
 
 
 def build_cores(bundle: Bundle, online: OnlineFeatures) -> StageCores:
-    """The three stage cores as the services build them from a bundle, with `online` as the feature store."""
-    arrays = bundle.load_arrays(RETRIEVAL_COMPONENT, RETRIEVAL_CONTRACT)
-    item_ids = [str(i) for i in arrays["item_ids"].tolist()]
-    catalogue = Catalogue.from_features(item_ids, online.item_columns(item_ids))
-    # As the candidate service loads it (query and item towers, segments, the contract's index), with the
-    # online read of item features replaced by the train part's rows.
-    retriever = Retriever.from_bundle(bundle, Path(), read_features=lambda _repo, ids: online.item_columns(list(ids)))
+    """The three stage cores exactly as the services load them from a bundle, with the Feast online read of
+    item features replaced by `online` (the train part's rows); the rerank stage without business rules."""
 
-    # As Encoder.load, with the online read replaced by the train part's feature rows.
+    def read_features(_repo: Path, item_ids: Sequence[str]) -> dict[str, list[Any]]:
+        return online.item_columns(list(item_ids))
+
     artifacts = RankerArtifacts.from_bundle(bundle)
-    ranker_items = list(artifacts.contract.vocabularies["item_id"])
-    feats = online.item_columns(ranker_items)
-
-    def column(name: str) -> np.ndarray:
-        return np.asarray([v if v is not None else 0 for v in feats[name]], dtype=np.float64)
-
-    encoded = rf.encode_items(
-        artifacts.contract,
-        ranker_items,
-        [list(g if g is not None else []) for g in feats["genres"]],
-        column("popularity"),
-        column("mean_rating"),
-        column("recent_popularity"),
-        column("year"),
-    )
-    encoder = Encoder(artifacts.contract, encoded)
-    backend = InProcessBackend(artifacts.onnx_path, artifacts.contract, threads=1)
-    # As Reranker.from_bundle (no business rules: the service's default), with the catalogue from `online`.
-    graph = None
-    if GRAPH_COMPONENT in bundle.manifest.components:
-        g = bundle.load_arrays(GRAPH_COMPONENT)
-        if [str(i) for i in g["item_ids"].tolist()] != item_ids:
-            raise ValueError(f"bundle {bundle.version}: graph items differ from the retrieval items")
-        graph = GraphEmbeddings(
-            {str(u): i for i, u in enumerate(g["user_ids"].tolist())}, g["user_vectors"], g["item_vectors"]
-        )
-    reranker = Reranker(
+    return StageCores(
         bundle.version,
-        item_ids,
-        normalised_item_factors(arrays["item_vectors"], has_bias_column(bundle.contract(RETRIEVAL_COMPONENT))),
-        catalogue.titles,
-        catalogue.genres,
-        arrays["popularity"],
-        None,
-        graph,
+        Retriever.from_bundle(bundle, Path(), read_features=read_features),
+        Encoder.load(artifacts.contract, Path(), read_features),
+        InProcessBackend(artifacts.onnx_path, artifacts.contract, threads=1),
+        Reranker.from_bundle(bundle, Path(), read_features=read_features),
     )
-    return StageCores(bundle.version, retriever, encoder, backend, reranker)
 
 
 def _user_features(user: UserRow) -> common_pb2.UserFeatures:
@@ -417,12 +377,8 @@ def run_stages(cores: StageCores, ctx: EvalContext, online: OnlineFeatures) -> d
                 ids, scores[top], sources, k, diversity, False, recent, user_id, method, graph_weight, affinity,
                 affinity_weight,
             ).positions  # fmt: skip
-            out[key][r, :k] = _padded(rows[top[picked]], k)
+            out[key][r, : len(picked)] = rows[top[picked]]
     return out
-
-
-def _padded(rows: np.ndarray, k: int) -> np.ndarray:
-    return np.concatenate([rows, np.full(k - len(rows), -1, dtype=np.int64)]) if len(rows) < k else rows[:k]
 
 
 def _sweep_key(method: DiversityMethod, diversity: float) -> str:
