@@ -29,13 +29,22 @@ class Checked:
 
 
 def check_events(
-    request: gateway_pb2.RecordFeedbackRequest, max_future_skew_s: float, now: float | None = None
+    request: gateway_pb2.RecordFeedbackRequest,
+    max_future_skew_s: float,
+    now: float | None = None,
+    max_events: int | None = None,
 ) -> Checked:
+    """The valid events and a reason for each rejected one. Events past `max_events` in an oversized batch are
+    rejected too (the client resends them in another batch); the ones within the limit are still stored."""
     now = time.time() if now is None else now
     events: list[Event] = []
     rejected: list[gateway_pb2.RejectedEvent] = []
     seen_ids: set[str] = set()
     for index, raw in enumerate(request.events):
+        if max_events is not None and index >= max_events:
+            reason = f"beyond the batch limit of {max_events} events; send it in another batch"
+            rejected.append(gateway_pb2.RejectedEvent(index=index, event_id=raw.event_id[:64], reason=reason))
+            continue
         try:
             event = _check(raw, now, max_future_skew_s)
             if event.event_id in seen_ids:

@@ -121,9 +121,7 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
         n = len(request.events)
         if n == 0:
             raise InvalidArgument("events is empty; send 1 or more events")
-        if n > self.settings.max_feedback_batch:
-            raise InvalidArgument(f"{n} events in one batch; at most {self.settings.max_feedback_batch} are allowed")
-        checked = check_events(request, self.settings.max_future_skew_s)
+        checked = check_events(request, self.settings.max_future_skew_s, max_events=self.settings.max_feedback_batch)
         new = await self.event_log.append(checked.events)  # raises Unavailable unless durably stored
         if self.activity is not None:
             await self.activity.update(new)  # best effort: a failure is logged, the events stay stored

@@ -30,7 +30,9 @@ class GatewaySettings(ServerSettings):
     ranked_count: int = Field(200, ge=1, description="Top-ranked candidates passed to rerank.")
     max_count: int = Field(100, ge=1, description="Largest `count` a client may ask for.")
     default_diversity: float = Field(0.2, ge=0.0, le=1.0, description="Diversity when the request sets none.")
-    max_feedback_batch: int = Field(1000, ge=1, description="Most events per RecordFeedback call.")
+    max_feedback_batch: int = Field(
+        1000, ge=1, description="Most events stored per RecordFeedback call; later ones are rejected per event."
+    )
     max_future_skew_s: float = Field(300.0, ge=0, description="How far in the future an event time may be.")
     event_log_path: Path = Field(
         DEFAULT_VAR / "events.db", description="SQLite event log, used when event_log_dsn is empty (one process)."

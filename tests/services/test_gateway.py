@@ -142,10 +142,18 @@ async def test_feedback_is_idempotent_and_rejects_per_event(stub) -> None:
     assert [(r.index, r.event_id) for r in first.rejected] == [(5, "t-bad")] and "rating" in first.rejected[0].reason
     retry = await stub.RecordFeedback(gateway_pb2.RecordFeedbackRequest(events=good))
     assert (retry.accepted, retry.duplicates) == (5, 5)
-    for events, fragment in [([], "events is empty"), ([good[0]] * 1001, "at most 1000")]:
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.RecordFeedback(gateway_pb2.RecordFeedbackRequest(events=events))
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and fragment in info.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.RecordFeedback(gateway_pb2.RecordFeedbackRequest(events=[]))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "events is empty" in info.value.details()
+    # An oversized batch: the first 1,000 (the limit) are stored, the rest rejected per event with the reason.
+    oversized = [
+        gateway_pb2.FeedbackEvent(event_id=f"big-{i}", user_id="196", item_id="50", type=gateway_pb2.FEEDBACK_TYPE_VIEW)
+        for i in range(1002)
+    ]
+    reply = await stub.RecordFeedback(gateway_pb2.RecordFeedbackRequest(events=oversized))
+    assert (reply.accepted, reply.duplicates) == (1000, 0)
+    assert [(r.index, r.event_id) for r in reply.rejected] == [(1000, "big-1000"), (1001, "big-1001")]
+    assert all("batch limit of 1000" in r.reason for r in reply.rejected)
 
 
 @pytest_asyncio.fixture
