@@ -163,7 +163,8 @@ class Reranker:
         target = min(count, int(open_.sum()))
 
         # Reserved positions: pins (when the pinned item is a candidate) and exploration slots.
-        candidate_of_row = {int(r): i for i, r in enumerate(rows)}
+        # (A per-candidate dict, so only built when there are pins: no Python loop over candidates otherwise.)
+        candidate_of_row = {int(r): i for i, r in enumerate(rows)} if rules.pins else {}
         pinned = {
             position: candidate_of_row[row]
             for row, position in rules.pins
