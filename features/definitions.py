@@ -168,17 +168,23 @@ user_batch_recommendations = FeatureView(
     schema=[
         Field(name="batch_item_ids", dtype=Array(String), description="Precomputed candidates, best first."),
         Field(name="bundle_version", dtype=String, description="The bundle the list was computed with."),
+        Field(
+            name="segment",
+            dtype=Int64,
+            description="The user's k-means segment in that bundle (-1 when it has none); drives the cold-start "
+            "fallback, popular in the segment.",
+        ),
     ],
     source=batch_recommendations_push,
-    description="The fallback candidate list of each known user.",
+    description="The fallback candidate list and the segment of each known user.",
     tags={"owner": "recsys", "stage": "gateway"},
 )
 
 # What the gateway reads per request and hands to the stages.
 gateway_user_v1 = FeatureService(
     name="gateway_user_v1",
-    features=[user_profile, user_activity, user_batch_recommendations[["batch_item_ids"]]],
-    description="User features read once per Recommend call (and the user's fallback list).",
+    features=[user_profile, user_activity, user_batch_recommendations[["batch_item_ids", "bundle_version", "segment"]]],
+    description="User features read once per Recommend call (with the user's fallback list and segment).",
 )
 
 # What the retrieval model (candidate stage) consumes: the freshest history, for exclusion and the query.

@@ -2,7 +2,8 @@
 training.batch_recommend --address auto`).
 
 Precomputes every known user's top-K candidates from the current bundle's retrieval embeddings (the user's
-seen items excluded) with Ray Data, and pushes them to the Feast online store (`user_batch_recommendations`).
+seen items excluded) with Ray Data, and pushes them with the user's k-means segment (the bundle's `segments`;
+-1 without) to the Feast online store (`user_batch_recommendations`).
 The gateway reads the list with the user's other features and serves it when the candidate stage is down
 (services/gateway/pipeline.py), so a user keeps getting personal answers through an outage. The ranking and
 rerank stages still order the list when they are up. Rerun after each bundle publication.
@@ -40,8 +41,9 @@ def _retrieval(path: str) -> dict[str, np.ndarray]:
                                      "seen_indices")}  # fmt: skip
 
 
-def top_k_block(batch: dict[str, np.ndarray], retrieval_path: str, k: int) -> dict[str, Any]:
-    """One block of user rows -> their top-k unseen items by retrieval score (a Ray Data batch UDF)."""
+def top_k_block(batch: dict[str, np.ndarray], retrieval_path: str, k: int, segments: np.ndarray) -> dict[str, Any]:
+    """One block of user rows -> their top-k unseen items by retrieval score and their segment (a Ray Data batch
+    UDF; `segments` is aligned with the retrieval users)."""
     r = _retrieval(retrieval_path)
     rows = batch["id"].astype(np.int64)
     scores = r["user_vectors"][rows] @ r["item_vectors"].T
@@ -59,7 +61,19 @@ def top_k_block(batch: dict[str, np.ndarray], retrieval_path: str, k: int) -> di
         "user_id": r["user_ids"][rows].astype(str),
         "batch_item_ids": np.array([items[t[m]].astype(str).tolist() for t, m in zip(top, keep, strict=True)],
                                    dtype=object),
+        "segment": segments[rows].astype(np.int64),
     }  # fmt: skip
+
+
+def user_segments(bundle: bundle_format.Bundle, user_ids: np.ndarray) -> np.ndarray:
+    """Each retrieval user's segment in the bundle's `segments` component; -1 where it has none."""
+    out = np.full(len(user_ids), -1, dtype=np.int64)
+    if "segments" not in bundle.manifest.components:
+        return out
+    arrays = bundle.load_arrays("segments", keys=("user_ids", "user_segment"))
+    pos = pd.Index(arrays["user_ids"].astype(str)).get_indexer(user_ids.astype(str))
+    out[pos >= 0] = np.asarray(arrays["user_segment"], dtype=np.int64)[pos[pos >= 0]]
+    return out
 
 
 def run(bundle: bundle_format.Bundle, repo_path: Path, k: int, address: str | None, push_batch: int = 5000) -> int:
@@ -69,11 +83,13 @@ def run(bundle: bundle_format.Bundle, repo_path: Path, k: int, address: str | No
     from feast.data_source import PushMode
 
     retrieval_path = str(bundle.path / bundle.manifest.components["retrieval"]["file"])
-    n_users = len(_retrieval(retrieval_path)["user_ids"])
+    user_ids = _retrieval(retrieval_path)["user_ids"]
+    n_users = len(user_ids)
+    segments = user_segments(bundle, user_ids)
     if not ray.is_initialized():
         ray.init(address=address, num_cpus=None if address else min(os.cpu_count() or 1, 2), log_to_driver=False)
     dataset = ray.data.range(n_users).map_batches(
-        functools.partial(top_k_block, retrieval_path=retrieval_path, k=k), batch_size=256
+        functools.partial(top_k_block, retrieval_path=retrieval_path, k=k, segments=segments), batch_size=256
     )
     store = FeatureStore(repo_path=str(repo_path))
     now = pd.Timestamp(datetime.now(UTC))

@@ -5,6 +5,8 @@ Sources, merged with quotas (settings) and provenance (services/candidate/source
     and context when the bundle has one, else the bundle's precomputed user vector;
   - ITEM_NEIGHBOURS: item-to-item neighbours of the most recent items (also what a user unknown to the model
     but with fresh history gets from a bundle without a query tower);
+  - HISTORY_AFFINITY: the best items by the bundle's item-to-item (EASE) weights summed over the user's whole
+    history (training interactions plus fresh items), for bundles with the item_affinity component;
   - SEGMENT_POPULAR / TRENDING: for a user with no history of their own who can still be placed (known to
     the segments, or a query vector from demographics): popular in their segment, else recently popular;
   - FRESH: items added at runtime, then the newest releases (for users with a query vector);
@@ -54,6 +56,7 @@ SOURCE_POPULAR = common_pb2.CANDIDATE_SOURCE_POPULAR
 SOURCE_SEGMENT = common_pb2.CANDIDATE_SOURCE_SEGMENT_POPULAR
 SOURCE_TRENDING = common_pb2.CANDIDATE_SOURCE_TRENDING
 SOURCE_FRESH = common_pb2.CANDIDATE_SOURCE_FRESH
+SOURCE_AFFINITY = common_pb2.CANDIDATE_SOURCE_HISTORY_AFFINITY
 SEGMENTS_COMPONENT = "segments"
 
 
@@ -105,7 +108,11 @@ class Segments:
             popular=np.asarray(arrays["popular_by_segment"], dtype=np.int64),
         )
 
-    def segment_of(self, user_id: str, vector: np.ndarray | None) -> int | None:
+    def segment_of(self, user_id: str, vector: np.ndarray | None, assigned: int | None = None) -> int | None:
+        """`assigned` (the Feast `segment` feature, already checked to be of this bundle) first, then the
+        bundle's own assignment, then the centroid nearest to the query vector."""
+        if assigned is not None and 0 <= assigned < len(self.centroids):
+            return assigned
         pos = self.user_pos.get(user_id)
         if pos is not None:
             return int(self.user_segment[pos])
@@ -393,6 +400,11 @@ class Retriever:
         if len(recent_rows) and (s.quota_neighbours > 0 or vector is None):
             lists.append(self._neighbours(recent_rows[: s.neighbour_history_items], count, masks, live, vector is None))
 
+        # One pass over the weights serves both the source and every candidate's affinity in the answer.
+        totals = self.history_totals(query.user_id, recent_rows)
+        if totals is not None and s.quota_affinity > 0:
+            lists.append(self._affinity_source(totals, masks, count))
+
         # A user with no history of their own (new to the model, nothing recent) leans on their segment.
         segment_list = None if known or len(recent_rows) else self._segment_source(query, vector, masks, count)
         if segment_list is not None:
@@ -419,32 +431,51 @@ class Retriever:
             scores=scores,
             sources=sources,  # type: ignore[arg-type]
             cold_start=not known and not len(recent_rows) and vector is None,
-            affinity=self.history_affinity(query.user_id, recent_rows, rows),
+            affinity=self._affinity_of(totals, rows),
         )
 
-    def history_affinity(self, user_id: str, recent_rows: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
-        """Each candidate row's item-to-item affinity with the user's whole history (the bundle's training
-        interactions plus the fresh recent items): sum over history items h of W[h, row]. None without the
-        item_affinity component; 0 for runtime items (the weights do not know them) and users without history.
-        """
+    def history_totals(self, user_id: str, recent_rows: np.ndarray) -> np.ndarray | None:
+        """Every bundle item's item-to-item affinity with the user's whole history (the bundle's training
+        interactions plus the fresh recent items): sum over history items h of W[h, item]. None without the
+        item_affinity component or without history."""
         weights = self.item_affinity
         if weights is None:
             return None
         history = np.union1d(self.fallback.seen.rows(user_id), recent_rows[recent_rows < self.n])
+        if not len(history):
+            return None
+        # Summing the history's weight rows reads |history| x n floats; one matrix-vector product reads all
+        # n x n. Measured here at 1,682 items: 0.05 ms against 0.18 ms for 100 history items, and the product
+        # wins from about n/4 items (heavy users). A 2-D fancy index (np.ix_) was 3 ms at 700.
+        if len(history) * 4 <= self.n:
+            totals: np.ndarray = weights[history].sum(axis=0)
+            return totals
+        indicator = np.zeros(self.n, dtype=np.float32)
+        indicator[history] = 1.0
+        return indicator @ weights
+
+    def history_affinity(self, user_id: str, recent_rows: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
+        """The affinity (see `history_totals`) of each of `rows`. None without the item_affinity component;
+        0 for runtime items (the weights do not know them) and for users without history."""
+        return self._affinity_of(self.history_totals(user_id, recent_rows), rows)
+
+    def _affinity_of(self, totals: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+        if self.item_affinity is None:
+            return None
         out = np.zeros(len(rows), dtype=np.float32)
-        main = rows < self.n
-        if len(history) and main.any():
-            # Summing the history's weight rows reads |history| x n floats; one matrix-vector product reads
-            # all n x n. Measured here at 1,682 items: 0.05 ms against 0.18 ms for 100 history items, and the
-            # product wins from about n/4 items (heavy users). A 2-D fancy index (np.ix_) was 3 ms at 700.
-            if len(history) * 4 <= self.n:
-                totals = weights[history].sum(axis=0)
-            else:
-                indicator = np.zeros(self.n, dtype=np.float32)
-                indicator[history] = 1.0
-                totals = indicator @ weights
+        if totals is not None:
+            main = rows < self.n
             out[main] = totals[rows[main]]
         return out
+
+    def _affinity_source(self, totals: np.ndarray, masks: FilterMasks, count: int) -> SourceList:
+        """The allowed bundle items with the highest history affinity, best first."""
+        quota = self.settings.quota_affinity
+        limit = min(math.ceil(count * quota) * 2, self.n)
+        scores = np.where(masks.main, totals, -np.inf).astype(np.float32)
+        best = top_k(scores, limit)
+        best = best[np.isfinite(scores[best])]
+        return SourceList(SOURCE_AFFINITY, best.astype(np.int64), scores[best], quota)
 
     def _neighbours(
         self, rows: np.ndarray, count: int, masks: FilterMasks, live: LiveItems, only_source: bool
@@ -468,7 +499,15 @@ class Retriever:
             return None
         limit = math.ceil(count * quota) * 2
         if self.segments is not None:
-            segment = self.segments.segment_of(query.user_id, vector)
+            features = query.user_features
+            assigned = (
+                features.segment
+                if features is not None
+                and features.HasField("segment")
+                and features.segment_bundle_version == self.version
+                else None
+            )  # a segment id means something only in the bundle whose k-means assigned it
+            segment = self.segments.segment_of(query.user_id, vector, assigned)
             if segment is not None:
                 order = self.segments.popular[segment]
                 order = order[(order >= 0) & (order < self.n)]

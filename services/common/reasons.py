@@ -12,6 +12,7 @@ _BY_SOURCE: dict[int, str] = {
     common_pb2.CANDIDATE_SOURCE_SEGMENT_POPULAR: "Popular with people like you",
     common_pb2.CANDIDATE_SOURCE_TRENDING: "Trending now",
     common_pb2.CANDIDATE_SOURCE_FRESH: "New in the catalogue",
+    common_pb2.CANDIDATE_SOURCE_HISTORY_AFFINITY: "Often watched with titles you watched",
 }
 
 

@@ -35,8 +35,15 @@ async def test_candidate_stage_down_serves_the_users_precomputed_list(
     )  # fmt: skip
     assert job.returncode == 0, job.stderr[-3000:]
     assert "pushed 943 users' top-600 lists" in job.stderr
-    precomputed = list(UserFeatureReader(repo, "gateway_user_v1").read("196").batch_item_ids)
+    features = UserFeatureReader(repo, "gateway_user_v1").read("196")
+    precomputed = list(features.batch_item_ids)
     assert len(precomputed) == 600
+    # The user's k-means segment is a Feast feature now, tagged with the bundle that assigned it.
+    segments = bundle.load_arrays("segments", keys=("user_ids", "user_segment"))
+    expected = int(segments["user_segment"][segments["user_ids"].astype(str).tolist().index("196")])
+    assert features.HasField("segment") and features.segment == expected
+    assert features.segment_bundle_version == bundle.version
+    assert not UserFeatureReader(repo, "gateway_user_v1").read("new-user-x").HasField("segment")
 
     settings = gateway_settings(stage_servers, tmp_path, candidate_address=f"127.0.0.1:{free_port()}")
     server = await start_and_load(GatewayApp(settings, CommonSettings(feature_repo=repo)))

@@ -185,3 +185,43 @@ def test_history_affinity_sums_the_item_weights_over_the_whole_history() -> None
     assert _retriever(n=n).retrieve(RetrievalQuery("u0", [], 10)).affinity is None, "no weights in the bundle"
     with pytest.raises(ValueError, match="item_affinity"):
         _retriever(n=n, item_affinity=weights[:10])
+
+
+def test_history_affinity_source_proposes_the_best_allowed_items_by_the_weights() -> None:
+    n = 300
+    weights = np.random.default_rng(11).normal(size=(n, n)).astype(np.float32)
+    r = _retriever(n=n, item_affinity=weights, quota_affinity=0.3)
+    query = RetrievalQuery("u0", ["i1"], 40, exclude_genres=["Western"])
+    c = r.retrieve(query)
+    got = [i for i, s in zip(c.item_ids, c.sources, strict=True) if s == common_pb2.CANDIDATE_SOURCE_HISTORY_AFFINITY]
+    assert len(got) == 10, "its share: 0.3 of the quotas in play (embedding 0.6, neighbours 0.2, fresh 0.05), of 40"
+    history = np.union1d(r.fallback.seen.rows("u0"), [1])
+    totals = weights[history].sum(axis=0)
+    allowed = r.masks(query, r.live, np.asarray([1])).main
+    best = [f"i{k}" for k in np.argsort(-np.where(allowed, totals, -np.inf))[:40]]
+    assert set(got) <= set(best), "the source's items are the top allowed items by history affinity"
+    assert not {"Western"} & {g for i in got for g in r.catalogue.genres[r.item_pos[i]]}, "filters hold"
+    assert len(set(c.item_ids)) == 40
+    # Absent with quota 0, from bundles without the weights and for users without history.
+    no_quota = _retriever(n=n, item_affinity=weights, quota_affinity=0.0).retrieve(query)
+    assert common_pb2.CANDIDATE_SOURCE_HISTORY_AFFINITY not in no_quota.sources
+    assert common_pb2.CANDIDATE_SOURCE_HISTORY_AFFINITY not in _retriever(n=n).retrieve(query).sources
+    cold = r.retrieve(RetrievalQuery("nobody", [], 20))
+    assert common_pb2.CANDIDATE_SOURCE_HISTORY_AFFINITY not in cold.sources and len(cold.item_ids) == 20
+
+
+def test_the_feast_segment_of_the_same_bundle_picks_the_cold_users_segment_popular_items() -> None:
+    r = _retriever()
+    even, odd = set(r.ids_of(np.arange(0, 200, 2), r.live)), set(r.ids_of(np.arange(1, 200, 2), r.live))
+
+    def segment_items(features: common_pb2.UserFeatures) -> set[str]:
+        c = r.retrieve(RetrievalQuery("new-user", [], 40, user_features=features))
+        return {i for i, s in zip(c.item_ids, c.sources, strict=True) if s == SEG}
+
+    got = segment_items(common_pb2.UserFeatures(user_id="new-user", segment=1, segment_bundle_version="v1"))
+    assert got and got <= odd, "segment 1's popular items"
+    got = segment_items(common_pb2.UserFeatures(user_id="new-user", segment=0, segment_bundle_version="v1"))
+    assert got and got <= even
+    # A segment assigned with another bundle's k-means means nothing here: no segment source for this user.
+    assert not segment_items(common_pb2.UserFeatures(user_id="new-user", segment=1, segment_bundle_version="v0"))
+    assert r.segments is not None and r.segments.segment_of("u3", None, assigned=7) == 1, "out of range: ignored"

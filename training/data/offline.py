@@ -39,6 +39,7 @@ def write_offline_sources(dataset: Dataset, out_dir: Path) -> dict[str, Path]:
                 "user_id": pd.Series([], dtype=str),
                 "batch_item_ids": pd.Series([], dtype=object),
                 "bundle_version": pd.Series([], dtype=str),
+                "segment": pd.Series([], dtype="int64"),
                 "event_timestamp": pd.Series([], dtype="datetime64[ns, UTC]"),
             }
         ),
@@ -158,7 +159,7 @@ POSTGRES_COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("event_timestamp", "timestamptz"),
     ],
     "batch_recommendations": [
-        ("user_id", "text"), ("batch_item_ids", "text[]"), ("bundle_version", "text"),
+        ("user_id", "text"), ("batch_item_ids", "text[]"), ("bundle_version", "text"), ("segment", "bigint"),
         ("event_timestamp", "timestamptz"),
     ],
 }  # fmt: skip

@@ -3,6 +3,7 @@
     recsys eval                                  random per-user 80/10/10 split, every model, the pipeline
     recsys eval --split temporal --models popularity,pipeline
     recsys eval --split-dir DIR                  a split given as train.csv, valid.csv, test.csv
+    recsys eval --on-validation --models pipeline  tuning: score against the validation part, test held out
     recsys eval --list                           the model names available
 
 Prints the path of the metrics JSON; report.md and the plots lie next to it.
@@ -34,6 +35,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("random", "temporal"), default="random", help="how to split (default random)")
     p.add_argument("--split-dir", type=Path, help="use train.csv, valid.csv, test.csv from this folder instead")
     p.add_argument("--models", help=f"comma-separated model names (default: all, and {PIPELINE})")
+    p.add_argument(
+        "--on-validation",
+        action="store_true",
+        help="score against the validation part instead of the test part (for choosing settings; the test part "
+        "stays unseen: excluded from the rankings like the train items)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random split and of every model (default 0)")
     p.add_argument("--out", type=Path, help="report folder (default var/reports/<UTC timestamp>)")
     p.add_argument("--offline-dir", type=Path, default=OFFLINE_DIR, help="Parquet offline sources (var/data/feast)")
@@ -70,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         data = load_offline(args.offline_dir)
         split = load_split_dir(args.split_dir, data) if args.split_dir else make_split(data, args.split, args.seed)
+        if args.on_validation:
+            split = split.for_validation()
         log.info("data loaded and split in %.1fs", time.perf_counter() - started)
     except (SplitError, UnknownModel) as exc:
         print(f"error: {exc}")

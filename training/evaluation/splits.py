@@ -12,7 +12,7 @@ Every part keeps the full user and item vocabularies, so every model scores ever
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ class SplitError(ValueError):
 
 @dataclass(frozen=True)
 class Split:
-    kind: str  # "random", "temporal" or "files"
+    kind: str  # "random", "temporal" or "files" (with "-validation" when scored on the validation part)
     train: Interactions
     valid: Interactions
     test: Interactions
@@ -40,11 +40,17 @@ class Split:
     source: str = ""
     notes: tuple[str, ...] = ()
 
+    def for_validation(self) -> Split:
+        """The same split scored against its validation part: what settings are chosen on. The test part takes
+        the validation part's place, so it is excluded from the rankings and never scored."""
+        notes = (*self.notes, "scored against the validation part (the test part is held out)")
+        return replace(self, kind=f"{self.kind}-validation", valid=self.test, test=self.valid, notes=notes)
+
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "kind": self.kind,
             "seed": self.seed,
-            "fractions": list(FRACTIONS) if self.kind != "files" else None,
+            "fractions": list(FRACTIONS) if not self.kind.startswith("files") else None,
             "interactions": {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)},
             "users_with_test": len(np.unique(self.test.user_idx)),
         }

@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1drecsys/common/v1/common.proto\x12\x10recsys.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x01\n\x0eRequestContext\x12\x30\n\x0crequest_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x06\x64\x65vice\x18\x02 \x01(\x0e\x32\x1c.recsys.common.v1.DeviceType\x12\x0e\n\x06locale\x18\x03 \x01(\t\x12\x0f\n\x07surface\x18\x04 \x01(\t\"<\n\nItemFilter\x12\x16\n\x0einclude_genres\x18\x01 \x03(\t\x12\x16\n\x0e\x65xclude_genres\x18\x02 \x03(\t\"7\n\x08ItemInfo\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0e\n\x06genres\x18\x02 \x03(\t\x12\x0c\n\x04year\x18\x03 \x01(\x05\"\xe6\x01\n\x0cUserFeatures\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nage_bucket\x18\x02 \x01(\x05\x12\x0e\n\x06gender\x18\x03 \x01(\t\x12\x12\n\noccupation\x18\x04 \x01(\t\x12\x12\n\nzip_prefix\x18\x05 \x01(\t\x12\x19\n\x11interaction_count\x18\x06 \x01(\x03\x12\x13\n\x0bmean_rating\x18\x07 \x01(\x02\x12\x17\n\x0frecent_item_ids\x18\x08 \x03(\t\x12\x18\n\x10last_active_unix\x18\t \x01(\x03\x12\x16\n\x0e\x62\x61tch_item_ids\x18\n \x03(\t*\x86\x01\n\nDeviceType\x12\x1b\n\x17\x44\x45VICE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45VICE_TYPE_DESKTOP\x10\x01\x12\x16\n\x12\x44\x45VICE_TYPE_MOBILE\x10\x02\x12\x16\n\x12\x44\x45VICE_TYPE_TABLET\x10\x03\x12\x12\n\x0e\x44\x45VICE_TYPE_TV\x10\x04*\x94\x02\n\x0f\x43\x61ndidateSource\x12 \n\x1c\x43\x41NDIDATE_SOURCE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43\x41NDIDATE_SOURCE_EMBEDDING\x10\x01\x12\x1c\n\x18\x43\x41NDIDATE_SOURCE_POPULAR\x10\x02\x12$\n CANDIDATE_SOURCE_ITEM_NEIGHBOURS\x10\x03\x12\x1a\n\x16\x43\x41NDIDATE_SOURCE_BATCH\x10\x04\x12$\n CANDIDATE_SOURCE_SEGMENT_POPULAR\x10\x05\x12\x1d\n\x19\x43\x41NDIDATE_SOURCE_TRENDING\x10\x06\x12\x1a\n\x16\x43\x41NDIDATE_SOURCE_FRESH\x10\x07*l\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTAGE_FEATURES\x10\x01\x12\x13\n\x0fSTAGE_CANDIDATE\x10\x02\x12\x11\n\rSTAGE_RANKING\x10\x03\x12\x10\n\x0cSTAGE_RERANK\x10\x04*\x88\x01\n\x0f\x44iversityMethod\x12 \n\x1c\x44IVERSITY_METHOD_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44IVERSITY_METHOD_MMR\x10\x01\x12\x18\n\x14\x44IVERSITY_METHOD_DPP\x10\x02\x12\x1f\n\x1b\x44IVERSITY_METHOD_CALIBRATED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1drecsys/common/v1/common.proto\x12\x10recsys.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x01\n\x0eRequestContext\x12\x30\n\x0crequest_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x06\x64\x65vice\x18\x02 \x01(\x0e\x32\x1c.recsys.common.v1.DeviceType\x12\x0e\n\x06locale\x18\x03 \x01(\t\x12\x0f\n\x07surface\x18\x04 \x01(\t\"<\n\nItemFilter\x12\x16\n\x0einclude_genres\x18\x01 \x03(\t\x12\x16\n\x0e\x65xclude_genres\x18\x02 \x03(\t\"7\n\x08ItemInfo\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0e\n\x06genres\x18\x02 \x03(\t\x12\x0c\n\x04year\x18\x03 \x01(\x05\"\xa8\x02\n\x0cUserFeatures\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nage_bucket\x18\x02 \x01(\x05\x12\x0e\n\x06gender\x18\x03 \x01(\t\x12\x12\n\noccupation\x18\x04 \x01(\t\x12\x12\n\nzip_prefix\x18\x05 \x01(\t\x12\x19\n\x11interaction_count\x18\x06 \x01(\x03\x12\x13\n\x0bmean_rating\x18\x07 \x01(\x02\x12\x17\n\x0frecent_item_ids\x18\x08 \x03(\t\x12\x18\n\x10last_active_unix\x18\t \x01(\x03\x12\x16\n\x0e\x62\x61tch_item_ids\x18\n \x03(\t\x12\x14\n\x07segment\x18\x0b \x01(\x05H\x00\x88\x01\x01\x12\x1e\n\x16segment_bundle_version\x18\x0c \x01(\tB\n\n\x08_segment*\x86\x01\n\nDeviceType\x12\x1b\n\x17\x44\x45VICE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45VICE_TYPE_DESKTOP\x10\x01\x12\x16\n\x12\x44\x45VICE_TYPE_MOBILE\x10\x02\x12\x16\n\x12\x44\x45VICE_TYPE_TABLET\x10\x03\x12\x12\n\x0e\x44\x45VICE_TYPE_TV\x10\x04*\xbb\x02\n\x0f\x43\x61ndidateSource\x12 \n\x1c\x43\x41NDIDATE_SOURCE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43\x41NDIDATE_SOURCE_EMBEDDING\x10\x01\x12\x1c\n\x18\x43\x41NDIDATE_SOURCE_POPULAR\x10\x02\x12$\n CANDIDATE_SOURCE_ITEM_NEIGHBOURS\x10\x03\x12\x1a\n\x16\x43\x41NDIDATE_SOURCE_BATCH\x10\x04\x12$\n CANDIDATE_SOURCE_SEGMENT_POPULAR\x10\x05\x12\x1d\n\x19\x43\x41NDIDATE_SOURCE_TRENDING\x10\x06\x12\x1a\n\x16\x43\x41NDIDATE_SOURCE_FRESH\x10\x07\x12%\n!CANDIDATE_SOURCE_HISTORY_AFFINITY\x10\x08*l\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTAGE_FEATURES\x10\x01\x12\x13\n\x0fSTAGE_CANDIDATE\x10\x02\x12\x11\n\rSTAGE_RANKING\x10\x03\x12\x10\n\x0cSTAGE_RERANK\x10\x04*\x88\x01\n\x0f\x44iversityMethod\x12 \n\x1c\x44IVERSITY_METHOD_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44IVERSITY_METHOD_MMR\x10\x01\x12\x18\n\x14\x44IVERSITY_METHOD_DPP\x10\x02\x12\x1f\n\x1b\x44IVERSITY_METHOD_CALIBRATED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recsys.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEVICETYPE']._serialized_start=585
-  _globals['_DEVICETYPE']._serialized_end=719
-  _globals['_CANDIDATESOURCE']._serialized_start=722
-  _globals['_CANDIDATESOURCE']._serialized_end=998
-  _globals['_STAGE']._serialized_start=1000
-  _globals['_STAGE']._serialized_end=1108
-  _globals['_DIVERSITYMETHOD']._serialized_start=1111
-  _globals['_DIVERSITYMETHOD']._serialized_end=1247
+  _globals['_DEVICETYPE']._serialized_start=651
+  _globals['_DEVICETYPE']._serialized_end=785
+  _globals['_CANDIDATESOURCE']._serialized_start=788
+  _globals['_CANDIDATESOURCE']._serialized_end=1103
+  _globals['_STAGE']._serialized_start=1105
+  _globals['_STAGE']._serialized_end=1213
+  _globals['_DIVERSITYMETHOD']._serialized_start=1216
+  _globals['_DIVERSITYMETHOD']._serialized_end=1352
   _globals['_REQUESTCONTEXT']._serialized_start=85
   _globals['_REQUESTCONTEXT']._serialized_end=230
   _globals['_ITEMFILTER']._serialized_start=232
@@ -47,5 +47,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ITEMINFO']._serialized_start=294
   _globals['_ITEMINFO']._serialized_end=349
   _globals['_USERFEATURES']._serialized_start=352
-  _globals['_USERFEATURES']._serialized_end=582
+  _globals['_USERFEATURES']._serialized_end=648
 # @@protoc_insertion_point(module_scope)

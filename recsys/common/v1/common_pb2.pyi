@@ -28,6 +28,7 @@ class CandidateSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CANDIDATE_SOURCE_SEGMENT_POPULAR: _ClassVar[CandidateSource]
     CANDIDATE_SOURCE_TRENDING: _ClassVar[CandidateSource]
     CANDIDATE_SOURCE_FRESH: _ClassVar[CandidateSource]
+    CANDIDATE_SOURCE_HISTORY_AFFINITY: _ClassVar[CandidateSource]
 
 class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,6 +57,7 @@ CANDIDATE_SOURCE_BATCH: CandidateSource
 CANDIDATE_SOURCE_SEGMENT_POPULAR: CandidateSource
 CANDIDATE_SOURCE_TRENDING: CandidateSource
 CANDIDATE_SOURCE_FRESH: CandidateSource
+CANDIDATE_SOURCE_HISTORY_AFFINITY: CandidateSource
 STAGE_UNSPECIFIED: Stage
 STAGE_FEATURES: Stage
 STAGE_CANDIDATE: Stage
@@ -97,7 +99,7 @@ class ItemInfo(_message.Message):
     def __init__(self, title: _Optional[str] = ..., genres: _Optional[_Iterable[str]] = ..., year: _Optional[int] = ...) -> None: ...
 
 class UserFeatures(_message.Message):
-    __slots__ = ("user_id", "age_bucket", "gender", "occupation", "zip_prefix", "interaction_count", "mean_rating", "recent_item_ids", "last_active_unix", "batch_item_ids")
+    __slots__ = ("user_id", "age_bucket", "gender", "occupation", "zip_prefix", "interaction_count", "mean_rating", "recent_item_ids", "last_active_unix", "batch_item_ids", "segment", "segment_bundle_version")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     AGE_BUCKET_FIELD_NUMBER: _ClassVar[int]
     GENDER_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +110,8 @@ class UserFeatures(_message.Message):
     RECENT_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     LAST_ACTIVE_UNIX_FIELD_NUMBER: _ClassVar[int]
     BATCH_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     age_bucket: int
     gender: str
@@ -118,4 +122,6 @@ class UserFeatures(_message.Message):
     recent_item_ids: _containers.RepeatedScalarFieldContainer[str]
     last_active_unix: int
     batch_item_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_id: _Optional[str] = ..., age_bucket: _Optional[int] = ..., gender: _Optional[str] = ..., occupation: _Optional[str] = ..., zip_prefix: _Optional[str] = ..., interaction_count: _Optional[int] = ..., mean_rating: _Optional[float] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., last_active_unix: _Optional[int] = ..., batch_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    segment: int
+    segment_bundle_version: str
+    def __init__(self, user_id: _Optional[str] = ..., age_bucket: _Optional[int] = ..., gender: _Optional[str] = ..., occupation: _Optional[str] = ..., zip_prefix: _Optional[str] = ..., interaction_count: _Optional[int] = ..., mean_rating: _Optional[float] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., last_active_unix: _Optional[int] = ..., batch_item_ids: _Optional[_Iterable[str]] = ..., segment: _Optional[int] = ..., segment_bundle_version: _Optional[str] = ...) -> None: ...
