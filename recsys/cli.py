@@ -193,6 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rt.add_argument("--index", default="auto", choices=["auto", "flat", "hnsw", "ivf"])
     rt.add_argument("--plot", default=None, help="write a PNG of latency and memory against size here")
     rt.add_argument(
+        "--catalogue",
+        default="tower",
+        choices=["tower", "mixture"],
+        help="tower: synthetic items embedded by the current bundle's item tower (default); mixture: a Gaussian "
+        "mixture of vectors (no bundle needed)",
+    )
+    rt.add_argument(
         "--current-bundle", action="store_true", help="instead: the current bundle with real users' features"
     )
 
@@ -269,6 +276,7 @@ def _run(args: argparse.Namespace, channel: grpc.Channel) -> int:
             args.dim,
             args.index,
             Path(args.plot) if args.plot else None,
+            args.catalogue,
         )
         print(json.dumps(result, indent=2))
     elif args.command == "bench" and args.target == "ranking":

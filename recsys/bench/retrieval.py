@@ -1,6 +1,10 @@
 """`recsys bench retrieval`: the candidate core at catalogue sizes from thousands to millions of items.
 
-Synthetic catalogue: a Gaussian mixture of unit-norm `dim`-d item vectors (one cluster per ~500 items, noise
+Two synthetic catalogues (`--catalogue`):
+- `tower`: the items of `training.data.synthetic.generate` (MovieLens' schema: titles, genres, years, and
+  users with taste clusters) embedded by the current bundle's item tower from their content, as the candidate
+  service embeds an item added at runtime; queries are the normalised mean of a synthetic user's history.
+- `mixture`: a Gaussian mixture of unit-norm `dim`-d item vectors (one cluster per ~500 items, noise
 of norm 0.8 around unit centres), random genres and years. Queries are "real-ish" users: the normalised mean of a
 history of 5-20 items drawn from one or two clusters, plus noise, as a two-tower query vector sits near the
 items a user consumed. Each request excludes 20 seen items and carries 3 recent items, so every source runs.
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from recsys.bench.recommend import machine, percentiles
 
@@ -70,7 +75,43 @@ def synthetic_users(vectors: np.ndarray, cluster: np.ndarray, n_users: int, seed
     return queries, histories
 
 
-def run_one(n: int, dim: int, n_queries: int, count: int, settings_kwargs: dict[str, Any]) -> dict[str, Any]:
+def tower_catalogue(n: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, dict[str, list[Any]], np.ndarray, list]:
+    """Item vectors from the current bundle's item tower over `training.data.synthetic` items, their features,
+    and query vectors with histories (item rows) of synthetic users with at least 5 interactions."""
+    from services.candidate.towers import ITEM_TOWER_COMPONENT, ItemTower
+    from services.common.bundle import load_current
+    from services.common.settings import CommonSettings
+    from training.data.synthetic import generate
+
+    bundle = load_current(CommonSettings().bundle_dir)
+    if ITEM_TOWER_COMPONENT not in bundle.manifest.components:
+        raise SystemExit(f"bundle {bundle.version} has no item tower; --catalogue tower needs one")
+    tower = ItemTower(bundle.component(ITEM_TOWER_COMPONENT), bundle.contract(ITEM_TOWER_COMPONENT), threads=2)
+    data = generate(n_users=4 * n_queries, n_items=n, seed=seed)
+    items = data.items
+    titles, years, genres = items["title"].tolist(), items["year"].astype(int).tolist(), items["genres"].tolist()
+    chunks = [
+        tower.embed([0] * len(titles[s : s + 50_000]), titles[s : s + 50_000], years[s : s + 50_000],
+                    genres[s : s + 50_000])
+        for s in range(0, n, 50_000)
+    ]  # fmt: skip
+    vectors = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+    inter = data.interactions
+    rows = inter["item_id"].astype(np.int64).to_numpy() - 1
+    by_user = pd.Series(rows).groupby(inter["user_id"].to_numpy()).agg(list)
+    histories = [np.asarray(h, dtype=np.int64) for h in by_user.tolist() if len(h) >= 5][:n_queries]
+    rng = np.random.default_rng(seed + 1)
+    queries = np.empty((len(histories), vectors.shape[1]), dtype=np.float32)
+    for u, h in enumerate(histories):
+        noise = np.asarray(rng.normal(size=vectors.shape[1]), dtype=np.float32)
+        q = vectors[h].mean(axis=0) + 0.05 * noise
+        queries[u] = q / max(float(np.linalg.norm(q)), 1e-9)
+    return vectors, {"genres": genres, "title": titles, "year": years}, queries, histories
+
+
+def run_one(
+    n: int, dim: int, n_queries: int, count: int, settings_kwargs: dict[str, Any], catalogue_kind: str = "mixture"
+) -> dict[str, Any]:
     import faiss
 
     from services.candidate.retrieval import RetrievalQuery, Retriever
@@ -79,15 +120,19 @@ def run_one(n: int, dim: int, n_queries: int, count: int, settings_kwargs: dict[
 
     faiss.omp_set_num_threads(1)
     rng = np.random.default_rng(2)
-    vectors, cluster = synthetic_catalogue(n, dim)
-    queries, histories = synthetic_users(vectors, cluster, n_queries)
+    if catalogue_kind == "tower":
+        vectors, features, queries, histories = tower_catalogue(n, n_queries)
+        n_queries, dim = len(histories), vectors.shape[1]
+    else:
+        vectors, cluster = synthetic_catalogue(n, dim)
+        queries, histories = synthetic_users(vectors, cluster, n_queries)
+        genre_idx = rng.integers(0, len(GENRES), (n, 2))
+        features = {
+            "genres": [[GENRES[a]] if a == b else [GENRES[a], GENRES[b]] for a, b in genre_idx.tolist()],
+            "title": [""] * n,
+            "year": rng.integers(1950, 2026, n).tolist(),
+        }
     item_ids = np.arange(1, n + 1).astype(str)
-    genre_idx = rng.integers(0, len(GENRES), (n, 2))
-    features = {
-        "genres": [[GENRES[a]] if a == b else [GENRES[a], GENRES[b]] for a, b in genre_idx.tolist()],
-        "title": [""] * n,
-        "year": rng.integers(1950, 2026, n).tolist(),
-    }
     catalogue = Catalogue.from_features(item_ids.tolist(), features)
     popularity = rng.zipf(1.5, n).clip(max=10**6)
     seen_lists = [h[:20] for h in histories]
@@ -146,6 +191,13 @@ def run_one(n: int, dim: int, n_queries: int, count: int, settings_kwargs: dict[
     return result
 
 
+CATALOGUES = {
+    "mixture": "Gaussian mixture, unit-norm, one cluster per ~500 items; queries: noisy history means",
+    "tower": "training.data.synthetic items embedded from their content by the current bundle's item tower; "
+    "queries: noisy means of synthetic users' histories",
+}
+
+
 def plot(results: Sequence[dict[str, Any]], path: Path) -> Path:
     import matplotlib
 
@@ -173,13 +225,13 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> Path:
 
 def run(
     items: Sequence[int], queries: int = 1000, count: int = 500, dim: int = 64, index: str = "auto",
-    plot_path: Path | None = None,
+    plot_path: Path | None = None, catalogue: str = "mixture",
 ) -> dict[str, Any]:  # fmt: skip
     settings: dict[str, Any] = {"index_type": index, "build_threads": 2}
-    results = [run_one(n, dim, queries, count, settings) for n in items]
+    results = [run_one(n, dim, queries, count, settings, catalogue) for n in items]
     out: dict[str, Any] = {
         "benchmark": "retrieval",
-        "catalogue": "Gaussian mixture, unit-norm, one cluster per ~500 items; queries: noisy history means",
+        "catalogue": CATALOGUES[catalogue],
         "results": results,
         "machine": machine(),
     }

@@ -20,6 +20,7 @@ MERGED_SOURCES = {
     common_pb2.CANDIDATE_SOURCE_SEGMENT_POPULAR,
     common_pb2.CANDIDATE_SOURCE_TRENDING,
     common_pb2.CANDIDATE_SOURCE_FRESH,
+    common_pb2.CANDIDATE_SOURCE_HISTORY_AFFINITY,
     POPULAR,
 }
 
@@ -48,6 +49,7 @@ async def test_known_user_gets_count_unseen_embedding_candidates(stub, rated) ->
     counts = Counter(reply.sources)
     assert counts.most_common(1)[0][0] == common_pb2.CANDIDATE_SOURCE_EMBEDDING and not reply.cold_start
     assert set(counts) <= MERGED_SOURCES
+    assert counts[common_pb2.CANDIDATE_SOURCE_HISTORY_AFFINITY] > 0, "the bundle's EASE weights propose items too"
     embedding = np.asarray(reply.scores)[np.asarray(reply.sources) == common_pb2.CANDIDATE_SOURCE_EMBEDDING]
     assert np.all(np.diff(embedding) <= 1e-6), "best first within a source"
     assert reply.bundle_version

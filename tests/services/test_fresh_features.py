@@ -88,9 +88,14 @@ async def test_a_new_user_who_clicks_gets_candidates_from_that_click(fresh: Fres
     await fresh.stub.RecordFeedback(gateway_pb2.RecordFeedbackRequest(events=[_event(user, "50")]))
     warm = await fresh.stub.Recommend(gateway_pb2.RecommendRequest(user_id=user, count=10))
     assert not warm.cold_start and len(warm.items) == 10
-    # The query tower embeds the fresh history at request time; neighbours of the clicked item join in, and
-    # the fresh-items quota may place a new release. No cold-start (popular) candidates any more.
-    personal = {common_pb2.CANDIDATE_SOURCE_EMBEDDING, common_pb2.CANDIDATE_SOURCE_ITEM_NEIGHBOURS}
+    # The query tower embeds the fresh history at request time; neighbours of the clicked item and the items
+    # its EASE weights point to join in, and the fresh-items quota may place a new release. No cold-start
+    # (popular) candidates any more.
+    personal = {
+        common_pb2.CANDIDATE_SOURCE_EMBEDDING,
+        common_pb2.CANDIDATE_SOURCE_ITEM_NEIGHBOURS,
+        common_pb2.CANDIDATE_SOURCE_HISTORY_AFFINITY,
+    }
     sources = [i.source for i in warm.items]
     assert set(sources) <= personal | {common_pb2.CANDIDATE_SOURCE_FRESH}, sources
     assert sum(s in personal for s in sources) > len(sources) / 2, sources

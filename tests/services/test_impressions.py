@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 
+from recsys.common.v1 import common_pb2
 from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.gateway.eventlog.sqlite import SqliteEventLog
 from services.gateway.impressions import ImpressionLogger
@@ -32,7 +33,8 @@ async def test_each_answer_is_logged_with_positions_and_stage_scores(gateway_ser
     assert [r[0] for r in rows] == list(range(7))
     assert [r[2] for r in rows] == [i.item_id for i in reply.items]
     assert {r[1] for r in rows} == {"196"} and {r[3] for r in rows} == {reply.bundle_version}
-    assert {r[4] for r in rows} == {"embedding"}
+    sources = [common_pb2.CandidateSource.Name(i.source).removeprefix("CANDIDATE_SOURCE_").lower() for i in reply.items]
+    assert [r[4] for r in rows] == sources and set(sources) <= {"embedding", "history_affinity"}
     assert [round(r[5], 5) for r in rows] == [round(i.stage_scores.ranking, 5) for i in reply.items]
 
 
