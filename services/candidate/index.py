@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -31,6 +32,7 @@ SETTING_PARAMS = {
     "ivf_nlist": ("ivf", "nlist"),
     "ivf_nprobe": ("ivf", "nprobe"),
 }
+SEARCH_TIME_PARAMS = ("efSearch", "nprobe")  # set per search: any value works with a built index
 WIDEN_STEPS = 2  # beam/probe widenings (x4 each) before falling back to exact search over the allowed rows
 
 
@@ -93,6 +95,13 @@ def choose_spec(n_items: int, settings: Any, contract_index: Mapping[str, Any] |
     return IndexSpec(kind, params, chosen_by)
 
 
+def same_index(spec: IndexSpec, contract_index: Mapping[str, Any]) -> bool:
+    """Whether a shipped index (built as `contract_index` says) is the one `spec` asks for."""
+    return contract_index.get("type") == spec.kind and all(
+        int(contract_index.get(key, -1)) == value for key, value in spec.params.items() if key not in SEARCH_TIME_PARAMS
+    )
+
+
 def default_index_contract(n_items: int, flat_max_items: int) -> dict[str, Any]:
     """The `index` entry training writes into the retrieval contract: the kind and parameters the candidate
     service builds for this catalogue unless its settings override them (see `choose_spec`)."""
@@ -112,16 +121,35 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 class AnnIndex:
     """A Faiss index over the rows of `vectors`; immutable once built, so searches need no lock."""
 
-    def __init__(self, vectors: np.ndarray, spec: IndexSpec, build_threads: int = 1) -> None:
+    def __init__(
+        self, vectors: np.ndarray, spec: IndexSpec, build_threads: int = 1, built: faiss.Index | None = None
+    ) -> None:
+        """`built`: the same index already built over `vectors` (read from the bundle), used instead of
+        building one."""
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.spec = spec
         self.n, self.dim = self.vectors.shape
+        self.loaded = built is not None
+        if built is not None:
+            if built.ntotal != self.n or built.d != self.dim:
+                raise ValueError(
+                    f"the shipped index holds {built.ntotal} x {built.d}; the items are {self.n} x {self.dim}"
+                )
+            self.index = built
+            return
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(build_threads)
         try:
             self.index = self._build()
         finally:
             faiss.omp_set_num_threads(threads)
+
+    def write(self, path: Path) -> None:
+        faiss.write_index(self.index, str(path))
+
+    @staticmethod
+    def read(path: Path) -> faiss.Index:
+        return faiss.read_index(str(path))
 
     @property
     def exact(self) -> bool:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from recsys.common.v1 import common_pb2
-from services.candidate.index import AnnIndex, IndexSpec, choose_spec, top_k
+from services.candidate.index import AnnIndex, IndexSpec, choose_spec, same_index, top_k
 from services.candidate.live import FilterKey, FilterMasks, ItemContent, LiveItems
 from services.candidate.settings import CandidateSettings
 from services.candidate.sources import SourceList, first_occurrences, merge
@@ -58,6 +58,7 @@ SOURCE_TRENDING = common_pb2.CANDIDATE_SOURCE_TRENDING
 SOURCE_FRESH = common_pb2.CANDIDATE_SOURCE_FRESH
 SOURCE_AFFINITY = common_pb2.CANDIDATE_SOURCE_HISTORY_AFFINITY
 SEGMENTS_COMPONENT = "segments"
+INDEX_COMPONENT = "item_index"  # the Faiss index over the retrieval item vectors, as training built it
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,10 @@ class Retriever:
         segments: Segments | None = None,
         recent_popularity: np.ndarray | None = None,
         item_affinity: np.ndarray | None = None,
+        built_index: Any = None,
     ) -> None:
+        """`built_index`: the bundle's own Faiss index over `item_vectors` (when it is the one the settings
+        ask for), so that start-up and bundle swaps read it instead of building it."""
         self.version = version
         self.catalogue = catalogue
         self.settings = settings or CandidateSettings()
@@ -180,7 +184,7 @@ class Retriever:
         # BPR-MF bundles carry a bias column last (user vectors hold 1.0 there); two-tower ones do not.
         self.has_bias = has_bias_column(contract)
         self.spec: IndexSpec = choose_spec(self.n, self.settings, contract.get("index"))
-        self.index = AnnIndex(self.item_vectors, self.spec, self.settings.build_threads)
+        self.index = AnnIndex(self.item_vectors, self.spec, self.settings.build_threads, built_index)
         if self.has_bias:
             # "Similar" is cosine over the factors without the bias: exact, in its own small space.
             self.similarity = AnnIndex(_normalised(self.item_vectors[:, :-1]), IndexSpec("flat"))
@@ -238,6 +242,16 @@ class Retriever:
             item_tower = ItemTower(bundle.component(ITEM_TOWER_COMPONENT), contract, settings.query_threads)
         if SEGMENTS_COMPONENT in components:
             segments = Segments.from_arrays(bundle.load_arrays(SEGMENTS_COMPONENT))
+        built_index = None
+        retrieval_contract = bundle.contract(RETRIEVAL_COMPONENT)
+        if INDEX_COMPONENT in components:
+            spec = choose_spec(len(item_ids), settings, retrieval_contract.get("index"))
+            shipped = bundle.contract(INDEX_COMPONENT).get("index", {})
+            if same_index(spec, shipped):
+                built_index = AnnIndex.read(bundle.component(INDEX_COMPONENT))
+            else:
+                log.info("bundle %s: building a %s index (settings) instead of the shipped %s", bundle.version,
+                         spec.describe(), shipped)  # fmt: skip
         affinity = None
         if AFFINITY_COMPONENT in components:
             weights = bundle.load_arrays(AFFINITY_COMPONENT, AFFINITY_CONTRACT)
@@ -249,12 +263,13 @@ class Retriever:
             arrays,
             catalogue,
             settings,
-            contract=bundle.contract(RETRIEVAL_COMPONENT),
+            contract=retrieval_contract,
             query_tower=query_tower,
             item_tower=item_tower,
             segments=segments,
             recent_popularity=recent_pop,
             item_affinity=affinity,
+            built_index=built_index,
         )
 
     # --- rows and ids -------------------------------------------------------------------------------------
@@ -593,6 +608,7 @@ class Retriever:
             "runtime_items": len(self.live.delta_pos),
             "dim": self.dim,
             "index": self.spec.describe(),
+            "index_from_bundle": self.index.loaded,
             "query_tower": self.query_tower is not None,
             "item_tower": self.item_tower is not None,
             "segments": self.segments is not None,

@@ -96,3 +96,31 @@ def test_flat_is_exact(vectors: np.ndarray) -> None:
     rows, _ = index.search(vectors[:5], 50)
     exact, _ = index.exact_search(vectors[:5], 50)
     assert (rows == exact).all()
+
+
+def test_a_written_index_reads_back_and_answers_as_the_one_built_here(tmp_path) -> None:
+    from services.candidate.index import same_index
+
+    vectors = clustered(5000, 16)
+    spec = IndexSpec("hnsw", {"M": 16, "efConstruction": 40, "efSearch": 64})
+    built = AnnIndex(vectors, spec)
+    built.write(tmp_path / "index.faiss")
+    loaded = AnnIndex(vectors, spec, built=AnnIndex.read(tmp_path / "index.faiss"))
+    assert loaded.loaded and not built.loaded
+    queries = vectors[:20] + 0.01
+    allowed = np.ones(len(vectors), dtype=bool)
+    allowed[::3] = False
+    for a, b in zip(built.search(queries, 50, allowed), loaded.search(queries, 50, allowed), strict=True):
+        assert np.array_equal(a, b)
+    # Search-time parameters may differ; the built structure may not.
+    assert same_index(
+        IndexSpec("hnsw", {"M": 16, "efConstruction": 40, "efSearch": 256}),
+        {"type": "hnsw", "M": 16, "efConstruction": 40},
+    )
+    assert not same_index(
+        IndexSpec("hnsw", {"M": 32, "efConstruction": 40, "efSearch": 64}),
+        {"type": "hnsw", "M": 16, "efConstruction": 40},
+    )
+    assert not same_index(IndexSpec("flat"), {"type": "hnsw", "M": 16})
+    with pytest.raises(ValueError, match="shipped index"):
+        AnnIndex(vectors[:100], spec, built=AnnIndex.read(tmp_path / "index.faiss"))
