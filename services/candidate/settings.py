@@ -46,6 +46,11 @@ class CandidateSettings(ServerSettings):
     cold_start_source: Literal["popular", "trending"] = Field(
         "popular", description="What fills the answer (all of it for a cold-start user): popular or trending."
     )
+    affinity_cache_users: int = Field(
+        4096,
+        ge=0,
+        description="Users whose bundle-history affinity totals are kept (n floats each; 0 = recompute every time).",
+    )
     neighbour_history_items: int = Field(5, ge=1, le=50, description="Recent items whose neighbours are fetched.")
     query_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads of the query/item towers.")
 

@@ -225,3 +225,21 @@ def test_the_feast_segment_of_the_same_bundle_picks_the_cold_users_segment_popul
     # A segment assigned with another bundle's k-means means nothing here: no segment source for this user.
     assert not segment_items(common_pb2.UserFeatures(user_id="new-user", segment=1, segment_bundle_version="v0"))
     assert r.segments is not None and r.segments.segment_of("u3", None, assigned=7) == 1, "out of range: ignored"
+
+
+def test_bundle_history_totals_are_cached_per_user_within_the_bound() -> None:
+    n = 300
+    weights = np.random.default_rng(5).normal(size=(n, n)).astype(np.float32)
+    r = _retriever(n=n, item_affinity=weights, affinity_cache_users=2)
+    expected = {u: weights[r.fallback.seen.rows(u)].sum(axis=0) for u in ("u0", "u1", "u2")}
+    for _ in range(2):
+        for u, want in expected.items():
+            got = r.history_totals(u, np.empty(0, dtype=np.int64))
+            assert got is not None and np.allclose(got, want, atol=1e-4)
+    assert list(r._history_totals) == ["u1", "u2"], "least recently used out"
+    # Fresh items not in the bundle history add their rows on top of the cached part, without changing it.
+    fresh = np.asarray([r.fallback.seen.rows("u2")[0], 299])  # one already seen, one new
+    with_fresh = r.history_totals("u2", fresh)
+    extra = 0 if 299 in r.fallback.seen.rows("u2") else weights[299]
+    assert with_fresh is not None and np.allclose(with_fresh, expected["u2"] + extra, atol=1e-4)
+    assert np.allclose(r._history_totals["u2"], expected["u2"], atol=1e-4)
