@@ -67,10 +67,12 @@ def top_k_block(batch: dict[str, np.ndarray], retrieval_path: str, k: int, segme
 
 def user_segments(bundle: bundle_format.Bundle, user_ids: np.ndarray) -> np.ndarray:
     """Each retrieval user's segment in the bundle's `segments` component; -1 where it has none."""
+    from services.candidate.retrieval import SEGMENTS_COMPONENT  # the driver only; Ray workers need not load it
+
     out = np.full(len(user_ids), -1, dtype=np.int64)
-    if "segments" not in bundle.manifest.components:
+    if SEGMENTS_COMPONENT not in bundle.manifest.components:
         return out
-    arrays = bundle.load_arrays("segments", keys=("user_ids", "user_segment"))
+    arrays = bundle.load_arrays(SEGMENTS_COMPONENT, keys=("user_ids", "user_segment"))
     pos = pd.Index(arrays["user_ids"].astype(str)).get_indexer(user_ids.astype(str))
     out[pos >= 0] = np.asarray(arrays["user_segment"], dtype=np.int64)[pos[pos >= 0]]
     return out

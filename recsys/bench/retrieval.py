@@ -90,11 +90,10 @@ def tower_catalogue(n: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, 
     data = generate(n_users=4 * n_queries, n_items=n, seed=seed)
     items = data.items
     titles, years, genres = items["title"].tolist(), items["year"].astype(int).tolist(), items["genres"].tolist()
-    chunks = [
-        tower.embed([0] * len(titles[s : s + 50_000]), titles[s : s + 50_000], years[s : s + 50_000],
-                    genres[s : s + 50_000])
-        for s in range(0, n, 50_000)
-    ]  # fmt: skip
+    chunks = []
+    for start in range(0, n, 50_000):
+        part = slice(start, start + 50_000)
+        chunks.append(tower.embed([0] * len(titles[part]), titles[part], years[part], genres[part]))
     vectors = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
     inter = data.interactions
     rows = inter["item_id"].astype(np.int64).to_numpy() - 1

@@ -167,10 +167,10 @@ class Retriever:
         segments: Segments | None = None,
         recent_popularity: np.ndarray | None = None,
         item_affinity: np.ndarray | None = None,
-        built_index: Any = None,
+        shipped_index: tuple[Path, Mapping[str, Any]] | None = None,
     ) -> None:
-        """`built_index`: the bundle's own Faiss index over `item_vectors` (when it is the one the settings
-        ask for), so that start-up and bundle swaps read it instead of building it."""
+        """`shipped_index`: the bundle's own Faiss index over `item_vectors` (its file and how it was built);
+        read instead of building one when it is the index the settings ask for."""
         self.version = version
         self.catalogue = catalogue
         self.settings = settings or CandidateSettings()
@@ -185,7 +185,15 @@ class Retriever:
         # BPR-MF bundles carry a bias column last (user vectors hold 1.0 there); two-tower ones do not.
         self.has_bias = has_bias_column(contract)
         self.spec: IndexSpec = choose_spec(self.n, self.settings, contract.get("index"))
-        self.index = AnnIndex(self.item_vectors, self.spec, self.settings.build_threads, built_index)
+        built = None
+        if shipped_index is not None:
+            path, built_as = shipped_index
+            if same_index(self.spec, built_as):
+                built = AnnIndex.read(path)
+            else:
+                log.info("bundle %s: building a %s index (settings) instead of the shipped %s", version,
+                         self.spec.describe(), dict(built_as))  # fmt: skip
+        self.index = AnnIndex(self.item_vectors, self.spec, self.settings.build_threads, built)
         if self.has_bias:
             # "Similar" is cosine over the factors without the bias: exact, in its own small space.
             self.similarity = AnnIndex(_normalised(self.item_vectors[:, :-1]), IndexSpec("flat"))
@@ -248,16 +256,9 @@ class Retriever:
             item_tower = ItemTower(bundle.component(ITEM_TOWER_COMPONENT), contract, settings.query_threads)
         if SEGMENTS_COMPONENT in components:
             segments = Segments.from_arrays(bundle.load_arrays(SEGMENTS_COMPONENT))
-        built_index = None
-        retrieval_contract = bundle.contract(RETRIEVAL_COMPONENT)
+        shipped_index = None
         if INDEX_COMPONENT in components:
-            spec = choose_spec(len(item_ids), settings, retrieval_contract.get("index"))
-            shipped = bundle.contract(INDEX_COMPONENT).get("index", {})
-            if same_index(spec, shipped):
-                built_index = AnnIndex.read(bundle.component(INDEX_COMPONENT))
-            else:
-                log.info("bundle %s: building a %s index (settings) instead of the shipped %s", bundle.version,
-                         spec.describe(), shipped)  # fmt: skip
+            shipped_index = (bundle.component(INDEX_COMPONENT), bundle.contract(INDEX_COMPONENT).get("index", {}))
         affinity = None
         if AFFINITY_COMPONENT in components:
             weights = bundle.load_arrays(AFFINITY_COMPONENT, AFFINITY_CONTRACT)
@@ -269,13 +270,13 @@ class Retriever:
             arrays,
             catalogue,
             settings,
-            contract=retrieval_contract,
+            contract=bundle.contract(RETRIEVAL_COMPONENT),
             query_tower=query_tower,
             item_tower=item_tower,
             segments=segments,
             recent_popularity=recent_pop,
             item_affinity=affinity,
-            built_index=built_index,
+            shipped_index=shipped_index,
         )
 
     # --- rows and ids -------------------------------------------------------------------------------------
@@ -503,12 +504,9 @@ class Retriever:
         indicator[rows] = 1.0
         return indicator @ weights
 
-    def history_affinity(self, user_id: str, recent_rows: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
-        """The affinity (see `history_totals`) of each of `rows`. None without the item_affinity component;
-        0 for runtime items (the weights do not know them) and for users without history."""
-        return self._affinity_of(self.history_totals(user_id, recent_rows), rows)
-
     def _affinity_of(self, totals: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+        """`totals` (see `history_totals`) of each of `rows`. None without the item_affinity component; 0 for
+        runtime items (the weights do not know them) and for users without history."""
         if self.item_affinity is None:
             return None
         out = np.zeros(len(rows), dtype=np.float32)

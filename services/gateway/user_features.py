@@ -29,8 +29,10 @@ class UserFeatureReader:
 
 def to_proto(user_id: str, values: dict[str, Any]) -> common_pb2.UserFeatures:
     last_active = values.get("last_active")
-    segment = values.get("segment")
-    segment = int(segment) if segment is not None else -1  # -1: the batch job has not seen the user
+    raw_segment = values.get("segment")
+    segment = int(raw_segment) if raw_segment is not None else -1  # -1: the batch job gave the user none
+    segment_version = str(values.get("bundle_version") or "")
+    has_segment = segment >= 0 and bool(segment_version)
     return common_pb2.UserFeatures(
         user_id=user_id,
         age_bucket=int(values.get("age_bucket") or 0),
@@ -42,6 +44,6 @@ def to_proto(user_id: str, values: dict[str, Any]) -> common_pb2.UserFeatures:
         recent_item_ids=list(values.get("recent_item_ids") or []),
         last_active_unix=int(last_active.timestamp()) if last_active is not None else 0,
         batch_item_ids=list(values.get("batch_item_ids") or []),
-        segment=segment if segment >= 0 and values.get("bundle_version") else None,
-        segment_bundle_version=str(values.get("bundle_version") or "") if segment >= 0 else "",
+        segment=segment if has_segment else None,
+        segment_bundle_version=segment_version if has_segment else "",
     )

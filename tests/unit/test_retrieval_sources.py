@@ -177,9 +177,11 @@ def test_history_affinity_sums_the_item_weights_over_the_whole_history() -> None
     assert np.allclose(c.affinity, weights[history][:, rows].sum(axis=0), atol=1e-4)
     # A heavy history (more than n/4 items) takes the matrix-vector path: the same sums.
     heavy = np.arange(0, 200)
-    got = r.history_affinity("u0", heavy, rows)
+    got = r.history_totals("u0", heavy)
     assert got is not None
-    assert np.allclose(got, weights[np.union1d(r.fallback.seen.rows("u0"), heavy)][:, rows].sum(axis=0), atol=1e-3)
+    assert np.allclose(
+        got[rows], weights[np.union1d(r.fallback.seen.rows("u0"), heavy)][:, rows].sum(axis=0), atol=1e-3
+    )
     cold = r.retrieve(RetrievalQuery("nobody", [], 20))
     assert cold.affinity is not None and not cold.affinity.any(), "no history, no affinity"
     assert _retriever(n=n).retrieve(RetrievalQuery("u0", [], 10)).affinity is None, "no weights in the bundle"
