@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from services.ranking import features as rf
 from services.ranking.backends import InProcessBackend
 from training.data.interactions import Interactions
 from training.export import export_onnx
@@ -209,6 +210,32 @@ def test_ranker_examples_and_training(data: Interactions) -> None:
         with torch.no_grad():
             out = module(*(torch.from_numpy(a) for a in (batch.sparse[:5], batch.genres[:5], batch.dense[:5])))
         assert out.shape == (5,) and torch.isfinite(out).all()
+
+
+def test_ranker_examples_show_some_users_as_new_users(data: Interactions) -> None:
+    features = build_ranker_features(data)
+    contract = features.contract
+    sparse, dense = rf.encode_user(contract, "no-such-user", 0, "", "", 0, 0.0)  # how serving encodes one
+    expected = (dense[0] - np.asarray(contract.dense_mean[:2])) / np.asarray(contract.dense_std[:2])
+    sampling = NegativeSampling(negatives=2, new_user_dropout=1.0, new_user_window=3)
+    batch, _ = ranker_examples(features, data, None, sampling, 0)
+    assert sparse[0, 0] == 0
+    shown_new = batch.sparse[:, 0] == 0
+    # Each user's 3 earliest interactions (and their negatives) are shown as a new user's: the unknown-id slot
+    # gets trained on what people pick first.
+    earliest = pd.DataFrame({"u": data.user_idx, "t": data.timestamps}).groupby("u")["t"].rank(method="first") <= 3
+    np.testing.assert_array_equal(shown_new[: len(data)], earliest.to_numpy())
+    np.testing.assert_array_equal(shown_new[len(data) :], np.repeat(earliest.to_numpy(), 2))
+    np.testing.assert_allclose(batch.dense[shown_new][:, :2], np.broadcast_to(expected, (shown_new.sum(), 2)), rtol=1e-5)
+    kept, _ = ranker_examples(features, data, None, NegativeSampling(negatives=2, new_user_dropout=0.0), 0)
+    assert (kept.sparse[:, 0] > 0).all()
+
+
+def test_ranker_vocabulary_leaves_users_without_interactions_unknown(data: Interactions) -> None:
+    active = np.unique(data.user_idx[data.user_idx != 0])
+    without_user_0 = data.subset(data.user_idx != 0)
+    features = build_ranker_features(without_user_0)
+    assert features.user_sparse[0, 0] == 0 and (features.user_sparse[active, 0] > 0).all()
 
 
 @pytest.mark.parametrize("objective", ["implicit", "rating"])

@@ -153,12 +153,22 @@ class RankerFeatures:
     user_sparse: np.ndarray  # int64 (n_users, 4): user_id, age_bucket, gender, occupation indices
     user_dense: np.ndarray  # float32 (n_users, 2) raw USER_DENSE
 
-    def encode(self, users: np.ndarray, items: np.ndarray, context: np.ndarray | None = None) -> EncodedBatch:
-        """Inputs for (user row, item row) pairs; `context` (n, 2) hour/weekday indices, 0 ("unknown") if None."""
+    def encode(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        context: np.ndarray | None = None,
+        as_new_user: np.ndarray | None = None,
+    ) -> EncodedBatch:
+        """Inputs for (user row, item row) pairs; `context` (n, 2) hour/weekday indices, 0 ("unknown") if None.
+        `as_new_user` (n,) bool: those pairs show the user as serving sees a user without history (the
+        unknown id, no interactions, the global mean rating), demographics kept."""
         ctx = np.zeros((len(users), 2), dtype=np.int64) if context is None else context
-        return rf.encode_batch(
-            self.contract, self.user_sparse[users], self.user_dense[users], ctx, self.items, np.asarray(items)
-        )
+        user_sparse, user_dense = self.user_sparse[users], self.user_dense[users]
+        if as_new_user is not None and as_new_user.any():
+            user_sparse[as_new_user, 0] = 0
+            user_dense[as_new_user] = rf.user_dense(np.zeros(1), np.zeros(1), self.contract.global_mean_rating)
+        return rf.encode_batch(self.contract, user_sparse, user_dense, ctx, self.items, np.asarray(items))
 
 
 def build_ranker_features(data: Interactions) -> RankerFeatures:
@@ -181,7 +191,9 @@ def build_ranker_features(data: Interactions) -> RankerFeatures:
     user_ids = [str(u) for u in data.user_ids]
     item_ids = [str(i) for i in data.item_ids]
     contract = rf.build_contract(
-        user_ids,
+        # Only users with training interactions get an id slot: one without any would keep an untrained
+        # embedding, while the unknown slot (0) is trained by `NegativeSampling.new_user_dropout`.
+        [u for u, n in zip(user_ids, user_count, strict=True) if n > 0],
         item_ids,
         sorted({str(o) for o in data.users["occupation"]}),
         genre_vocab,
@@ -217,7 +229,11 @@ class NegativeSampling:
     Each positive gets `negatives` items the user has not interacted with: a `hard_fraction` share drawn from
     the user's top `hard_pool` retrieval candidates (what the ranker must tell apart when serving), the rest at
     random with probability proportional to popularity**`popularity_alpha` (0 = uniform). `context_dropout`
-    of the examples get the "unknown" context, so that scoring without a request context is in-distribution.
+    of the examples get the "unknown" context, so that scoring without a request context is in-distribution;
+    `new_user_dropout` of the examples from each user's first `new_user_window` interactions (by time) show
+    their user as a new one (unknown id, no interactions), so that the ranker learns what users without history
+    pick (from demographics, context and item features only) instead of scoring them through an embedding that
+    training never touched.
 
     Defaults are the best measured on MovieLens-100K (random split): uniform negatives only. A retriever's top
     unseen items are often the user's held-out positives, and popularity-shaped negatives teach the ranker to
@@ -229,6 +245,8 @@ class NegativeSampling:
     hard_pool: int = 200
     popularity_alpha: float = 0.0
     context_dropout: float = 0.5
+    new_user_dropout: float = 0.5
+    new_user_window: int = 10
 
 
 def seen_keys(data: Interactions) -> np.ndarray:
@@ -287,7 +305,15 @@ def ranker_examples(
     context = interaction_context(data.timestamps)
     context = np.concatenate([context, np.repeat(context, k, axis=0)])
     context[rng.random(len(context)) < sampling.context_dropout] = 0
-    return features.encode(all_users, all_items, context), labels
+    # A user's first interactions, shown as a new user's: what people rate before they have a history
+    # (MovieLens' sign-up asks new users to rate popular films first) is what the unknown-user slot learns.
+    order = np.lexsort((data.timestamps, u))
+    starts = np.searchsorted(u[order], u[order])  # first position of each example's user in the sorted order
+    position = np.empty(len(u), dtype=np.int64)
+    position[order] = np.arange(len(u)) - starts
+    early = (position < sampling.new_user_window) & (rng.random(len(u)) < sampling.new_user_dropout)
+    as_new_user = np.concatenate([early, np.repeat(early, k)])
+    return features.encode(all_users, all_items, context, as_new_user), labels
 
 
 def rating_examples(
