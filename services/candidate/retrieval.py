@@ -345,11 +345,17 @@ class Retriever:
     # --- search over bundle rows + runtime rows -----------------------------------------------------------
 
     def _search(
-        self, index: AnnIndex, delta_vectors: np.ndarray, queries: np.ndarray, k: int, masks: FilterMasks
+        self,
+        index: AnnIndex,
+        delta_vectors: np.ndarray,
+        queries: np.ndarray,
+        k: int,
+        masks: FilterMasks,
+        effort: float = 1.0,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k global rows and scores per query over the live items that pass `masks` (-1 padded)."""
         q = np.atleast_2d(queries).astype(np.float32)
-        rows, scores = index.search(q, k, masks.filter, self.settings.exact_filter_max_rows)
+        rows, scores = index.search(q, k, masks.filter, self.settings.exact_filter_max_rows, effort)
         d_rows = np.flatnonzero(masks.delta)
         if not len(d_rows):
             return rows, scores
@@ -532,7 +538,9 @@ class Retriever:
         share = 1.0 if only_source else s.quota_neighbours
         per_item = count if only_source else max(math.ceil(count * share / len(rows)) * 2, 10)
         queries = self._similarity_vectors(rows, live)
-        found, scores = self._search(self.similarity, self._delta_similarity(live), queries, per_item, masks)
+        found, scores = self._search(
+            self.similarity, self._delta_similarity(live), queries, per_item, masks, s.item_query_effort
+        )
         flat_rows, flat_scores = found.T.reshape(-1), scores.T.reshape(-1)
         keep = flat_rows >= 0
         rows, vals = first_occurrences(flat_rows[keep], flat_scores[keep])
@@ -584,7 +592,9 @@ class Retriever:
         else:
             masks.delta[row - self.n] = False
         query = self._similarity_vectors(np.array([row]), live)
-        rows, scores = self._search(self.similarity, self._delta_similarity(live), query, count, masks)
+        rows, scores = self._search(
+            self.similarity, self._delta_similarity(live), query, count, masks, self.settings.item_query_effort
+        )
         keep = rows[0] >= 0
         return self.ids_of(rows[0][keep], live), scores[0][keep].astype(np.float32)
 

@@ -16,12 +16,27 @@ def clustered(n: int, dim: int = 16, clusters: int = 20, seed: int = 0) -> np.nd
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_default_is_flat_below_the_threshold_and_hnsw_above() -> None:
+def test_default_is_flat_below_the_threshold_and_ivf_above() -> None:
     s = CandidateSettings()
-    assert choose_spec(19_999, s).kind == "flat" and choose_spec(20_000, s).kind == "hnsw"
+    assert choose_spec(19_999, s).kind == "flat" and choose_spec(20_000, s).kind == "ivf"
     big = choose_spec(1_000_000, s)
-    assert big.kind == "hnsw" and big.params == {"M": 32, "efConstruction": 64, "efSearch": 128}
+    assert big.kind == "ivf" and big.params == {"nlist": 4000, "nprobe": 80}
     assert big.chosen_by == "size"
+    assert default_index_contract(1_000_000, s.flat_max_items) == {"type": "ivf", "nlist": 0, "nprobe": 80}
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_item_queries_search_with_less_effort_and_still_fill_k(kind: str) -> None:
+    vectors = clustered(6_000, 16)
+    index = AnnIndex(vectors, choose_spec(len(vectors), CandidateSettings(index_type=kind)))
+    full = index._params(50, 0, None)
+    light = index._params(50, 0, None, effort=0.25)
+    if kind == "ivf":
+        assert (full.nprobe, light.nprobe) == (80, 20)
+    else:
+        assert (full.efSearch, light.efSearch) == (128, 50)  # never below k
+    rows, _ = index.search(vectors[:3], 50, effort=0.25)
+    assert (rows >= 0).all() and (rows[:, 0] == np.arange(3)).all()  # each item finds itself first
 
 
 def test_contract_then_settings_override() -> None:
@@ -41,7 +56,7 @@ def test_the_contract_written_by_training_is_what_the_service_builds() -> None:
     small = choose_spec(1_682, CandidateSettings(), default_index_contract(1_682, threshold))
     assert (small.kind, small.chosen_by) == ("flat", "contract")
     big = choose_spec(1_000_000, CandidateSettings(), default_index_contract(1_000_000, threshold))
-    assert big.describe() == {"type": "hnsw", "M": 32, "efConstruction": 64, "efSearch": 128, "chosen_by": "contract"}
+    assert big.describe() == {"type": "ivf", "nlist": 4000, "nprobe": 80, "chosen_by": "contract"}
 
 
 SPECS = [
