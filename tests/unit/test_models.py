@@ -226,7 +226,8 @@ def test_ranker_examples_show_some_users_as_new_users(data: Interactions) -> Non
     earliest = pd.DataFrame({"u": data.user_idx, "t": data.timestamps}).groupby("u")["t"].rank(method="first") <= 3
     np.testing.assert_array_equal(shown_new[: len(data)], earliest.to_numpy())
     np.testing.assert_array_equal(shown_new[len(data) :], np.repeat(earliest.to_numpy(), 2))
-    np.testing.assert_allclose(batch.dense[shown_new][:, :2], np.broadcast_to(expected, (shown_new.sum(), 2)), rtol=1e-5)
+    new_rows = np.broadcast_to(expected, (shown_new.sum(), 2))
+    np.testing.assert_allclose(batch.dense[shown_new][:, :2], new_rows, rtol=1e-5)
     kept, _ = ranker_examples(features, data, None, NegativeSampling(negatives=2, new_user_dropout=0.0), 0)
     assert (kept.sparse[:, 0] > 0).all()
 
