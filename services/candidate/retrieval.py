@@ -221,6 +221,7 @@ class Retriever:
         # user (bounded; least recently used first out). A heavy user's totals cost ~0.5 ms to recompute.
         self._history_totals: OrderedDict[str, np.ndarray] = OrderedDict()
         self._history_totals_lock = threading.Lock()
+        self._warm_history_totals()
         self.live = LiveItems.empty(self.n, self.dim)
         self._admin_lock = threading.Lock()
 
@@ -480,6 +481,28 @@ class Retriever:
             return base
         extra = self._sum_rows(fresh)
         return extra if base is None else base + extra
+
+    def _warm_history_totals(self, chunk: int = 256) -> None:
+        """Fills the totals cache at load for the users with the longest histories (as many as it holds), in
+        chunks of one matrix product each: a miss costs a request up to ~0.5 ms (a heavy user's history
+        against every item), the whole warm-up ~0.1 s for MovieLens' 943 users."""
+        weights, seen, limit = self.item_affinity, self.fallback.seen, self.settings.affinity_cache_users
+        if weights is None or limit <= 0 or not seen.user_pos:
+            return
+        lengths = np.diff(seen.indptr)
+        users = sorted(seen.user_pos, key=lambda u: -int(lengths[seen.user_pos[u]]))
+        users = [u for u in users[:limit] if lengths[seen.user_pos[u]] > 0]
+        for start in range(0, len(users), chunk):
+            part = users[start : start + chunk]
+            indicator = np.zeros((len(part), self.n), dtype=np.float32)
+            for i, user in enumerate(part):
+                indicator[i, seen.rows(user)] = 1.0
+            totals = indicator @ weights
+            totals.flags.writeable = False  # shared between requests
+            for i, user in enumerate(part):
+                self._history_totals[user] = totals[i]
+        # Least recently used goes first: the lightest warmed users (cheapest to recompute) are at the front.
+        self._history_totals = OrderedDict(reversed(self._history_totals.items()))
 
     def _bundle_history_totals(self, user_id: str, seen: np.ndarray) -> np.ndarray:
         cache, limit = self._history_totals, self.settings.affinity_cache_users

@@ -245,3 +245,17 @@ def test_bundle_history_totals_are_cached_per_user_within_the_bound() -> None:
     extra = 0 if 299 in r.fallback.seen.rows("u2") else weights[299]
     assert with_fresh is not None and np.allclose(with_fresh, expected["u2"] + extra, atol=1e-4)
     assert np.allclose(r._history_totals["u2"], expected["u2"], atol=1e-4)
+
+
+def test_history_totals_of_the_heaviest_users_are_computed_at_load() -> None:
+    n = 300
+    weights = np.random.default_rng(6).normal(size=(n, n)).astype(np.float32)
+    r = _retriever(n=n, item_affinity=weights, affinity_cache_users=3)
+    seen = r.fallback.seen
+    lengths = {u: len(seen.rows(u)) for u in seen.user_pos}
+    heaviest = sorted(lengths, key=lambda u: -lengths[u])[:3]
+    assert set(r._history_totals) == set(heaviest)
+    for u in heaviest:  # the batched product gives what summing the user's rows gives
+        assert np.allclose(r._history_totals[u], weights[seen.rows(u)].sum(axis=0), atol=1e-4)
+    assert not r._history_totals[heaviest[0]].flags.writeable
+    assert not _retriever(n=n, item_affinity=weights, affinity_cache_users=0)._history_totals
