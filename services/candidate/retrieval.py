@@ -482,27 +482,22 @@ class Retriever:
         extra = self._sum_rows(fresh)
         return extra if base is None else base + extra
 
-    def _warm_history_totals(self, chunk: int = 256) -> None:
-        """Fills the totals cache at load for the users with the longest histories (as many as it holds), in
-        chunks of one matrix product each: a miss costs a request up to ~0.5 ms (a heavy user's history
-        against every item), the whole warm-up ~0.1 s for MovieLens' 943 users."""
+    def _warm_history_totals(self) -> None:
+        """Fills the totals cache at load for the users with the longest histories (as many as it holds), so a
+        bundle's known users do not pay a miss on their first request (up to ~0.5 ms for a heavy user's history
+        against every item). Computed as a miss computes them; ~0.3 s for MovieLens' 943 users."""
         weights, seen, limit = self.item_affinity, self.fallback.seen, self.settings.affinity_cache_users
         if weights is None or limit <= 0 or not seen.user_pos:
             return
         lengths = np.diff(seen.indptr)
-        users = sorted(seen.user_pos, key=lambda u: -int(lengths[seen.user_pos[u]]))
-        users = [u for u in users[:limit] if lengths[seen.user_pos[u]] > 0]
-        for start in range(0, len(users), chunk):
-            part = users[start : start + chunk]
-            indicator = np.zeros((len(part), self.n), dtype=np.float32)
-            for i, user in enumerate(part):
-                indicator[i, seen.rows(user)] = 1.0
-            totals = indicator @ weights
-            totals.flags.writeable = False  # shared between requests
-            for i, user in enumerate(part):
-                self._history_totals[user] = totals[i]
-        # Least recently used goes first: the lightest warmed users (cheapest to recompute) are at the front.
-        self._history_totals = OrderedDict(reversed(self._history_totals.items()))
+        users = sorted(seen.user_pos, key=lambda u: -int(lengths[seen.user_pos[u]]))[:limit]
+        # Inserted lightest first: the least recently used end is evicted first, and those are the cheapest.
+        for user in reversed(users):
+            rows = seen.rows(user)
+            if len(rows):
+                totals = self._sum_rows(rows)
+                totals.flags.writeable = False  # shared between requests
+                self._history_totals[user] = totals
 
     def _bundle_history_totals(self, user_id: str, seen: np.ndarray) -> np.ndarray:
         cache, limit = self._history_totals, self.settings.affinity_cache_users
