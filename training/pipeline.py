@@ -10,8 +10,9 @@ feedback log, training/data/training_data.py), then trains, each as a Ray Train 
    model's top candidates and at random; exported to ONNX and to the Triton model repository;
 3. LightGCN graph embeddings for the rerank stage's graph affinity;
 4. k-means user segments over the retrieval user vectors, with each segment's popular items;
-5. EASE item-to-item weights (catalogues up to EASE_MAX_ITEMS items): the candidate service scores every
-   candidate against the user's whole history with them, and the rerank stage blends that affinity in.
+5. DLAE item-to-item weights (the denoising cousin of EASE; catalogues up to EASE_MAX_ITEMS items): the
+   candidate service scores every candidate against the user's whole history with them, and the rerank stage
+   blends that affinity in.
 
 The bundle (services/common/bundle.py) is published atomically; services switch to it without a restart.
 """
@@ -47,7 +48,7 @@ from training.data.training_data import FEATURE_REPO
 from training.export import export_item_tower_onnx, export_onnx, publish_to_triton_repository
 from training.loop import LocalContext
 from training.models import two_tower as tt
-from training.models.autoencoder import EASE_MAX_ITEMS, EaseConfig, ease_weights
+from training.models.autoencoder import DLAE, EASE_MAX_ITEMS, EaseConfig, ease_weights
 from training.models.dlrm import DlrmConfig
 from training.models.lightgcn import LightGcnConfig
 from training.models.ranker import build_ranker_features, ranker_examples, top_unseen
@@ -67,7 +68,7 @@ class PipelineConfig:
     wide_deep: WideDeepConfig = field(default_factory=WideDeepConfig)
     graph: LightGcnConfig = field(default_factory=LightGcnConfig)
     segments: SegmentConfig = field(default_factory=SegmentConfig)
-    item_affinity: EaseConfig | None = field(default_factory=EaseConfig)  # None: no item_affinity component
+    item_affinity: EaseConfig | None = DLAE  # None: no item_affinity component
 
     @property
     def ranker_config(self) -> DlrmConfig | WideDeepConfig:
@@ -252,7 +253,7 @@ def train_and_publish(
         np.savez(staged / "item_affinity.npz", item_ids=item_ids, weights=affinity)
         optional_components[AFFINITY_COMPONENT] = {
             "file": "item_affinity.npz",
-            "contract": {**AFFINITY_CONTRACT, "model": "ease"},
+            "contract": {**AFFINITY_CONTRACT, "model": "dlae" if config.item_affinity.dropout > 0 else "ease"},
             "config": asdict(config.item_affinity),
         }
     tt.export_query_onnx(retrieval, staged / "query_tower.onnx")

@@ -5,8 +5,8 @@ Sources, merged with quotas (settings) and provenance (services/candidate/source
     and context when the bundle has one, else the bundle's precomputed user vector;
   - ITEM_NEIGHBOURS: item-to-item neighbours of the most recent items (also what a user unknown to the model
     but with fresh history gets from a bundle without a query tower);
-  - HISTORY_AFFINITY: the best items by the bundle's item-to-item (EASE) weights summed over the user's whole
-    history (training interactions plus fresh items), for bundles with the item_affinity component;
+  - HISTORY_AFFINITY: the best items by the bundle's item-to-item (DLAE or EASE) weights summed over the user's
+    whole history (training interactions plus fresh items), for bundles with the item_affinity component;
   - SEGMENT_POPULAR / TRENDING: for a user with no history of their own who can still be placed (known to
     the segments, or a query vector from demographics): popular in their segment, else recently popular;
   - FRESH: items added at runtime, then the newest releases (for users with a query vector);

@@ -46,7 +46,7 @@ class CandidateSettings(ServerSettings):
     quota_neighbours: float = Field(0.2, ge=0, le=1, description="Item-to-item neighbours of the recent history.")
     # 0.3 chosen on the validation part: candidate recall@500 0.875 -> 0.951 (docs/evaluation.md).
     quota_affinity: float = Field(
-        0.3, ge=0, le=1, description="Top items by the item-to-item (EASE) weights over the user's whole history."
+        0.3, ge=0, le=1, description="Top items by the item-to-item (DLAE) weights over the user's whole history."
     )
     quota_segment: float = Field(
         0.1, ge=0, le=1, description="Popular in the segment / trending, for users without a history of their own."

@@ -26,6 +26,6 @@ class RerankSettings(ServerSettings):
         0.7,
         ge=0.0,
         le=1.0,
-        description="Weight of the candidate stage's item-to-item (EASE) history affinity (request overrides).",
+        description="Weight of the candidate stage's item-to-item (DLAE) history affinity (request overrides).",
     )
     rules_file: Path | None = Field(None, description="Business rules (YAML or JSON, services/rerank/rules.py).")

@@ -325,3 +325,26 @@ def test_ease_closed_form_matches_the_definition_and_blocks_of_users(data: Inter
     model = EaseRecommender(EaseConfig(l2=10.0))
     model.fit(data)
     _check_scores(model.score(np.array([0, 1])), 2)
+
+
+def test_dlae_is_the_least_squares_fit_under_dropout_noise(data: Interactions) -> None:
+    from training.models.autoencoder import EaseConfig, ease_weights
+
+    x = data.user_item_matrix().astype(np.float64)
+    gram = x.T @ x
+    p, l2 = 0.5, 10.0
+    got = ease_weights(data, EaseConfig(l2=l2, dropout=p, chunk_users=7)).astype(np.float64)
+    # The closed form's stationarity condition: (G + diag(p/(1-p) diag(G) + l2)) B = G.
+    penalty = np.diag(p / (1 - p) * np.diag(gram) + l2)
+    assert np.allclose((gram + penalty) @ got, gram, atol=1e-3)
+
+    # Expected loss over dropout masks, E||X - (M∘X/(1-p)) B||² + l2||B||², is minimal at B: a small step
+    # in any direction raises it.
+    def loss(b: np.ndarray) -> float:
+        recon = np.sum((x - x @ b) ** 2) + p / (1 - p) * np.sum(np.diag(gram)[:, None] * b**2)
+        return float(recon + l2 * np.sum(b**2))
+
+    step = np.random.default_rng(0).normal(size=got.shape) * 1e-3
+    assert loss(got) < loss(got + step) and loss(got) < loss(got - step)
+    with pytest.raises(ValueError, match="dropout"):
+        ease_weights(data, EaseConfig(dropout=1.0))

@@ -72,6 +72,8 @@ class ModelEntry:
 #: Named models and variants; an entry is available when its module (and its retriever's) imports.
 KNOWN: tuple[ModelEntry, ...] = (
     ModelEntry("two-tower", "training.models.two_tower:TwoTowerRecommender"),
+    # The denoising linear autoencoder (Steck 2020) the pipeline serves as its item-to-item affinity.
+    ModelEntry("dlae", "training.models.autoencoder:EaseRecommender", {"config": {"dropout": 0.5}}),
     ModelEntry("dlrm", "training.models.dlrm:DlrmRecommender", retriever="two-tower"),
     ModelEntry("dlrm-rating", "training.models.dlrm:DlrmRecommender", {"config": {"objective": "rating"}}, "two-tower"),
     ModelEntry("wide-deep", "training.models.wide_deep:WideDeepRecommender", retriever="two-tower"),
