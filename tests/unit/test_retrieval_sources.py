@@ -255,7 +255,7 @@ def test_history_totals_of_the_heaviest_users_are_computed_at_load() -> None:
     lengths = {u: len(seen.rows(u)) for u in seen.user_pos}
     heaviest = sorted(lengths, key=lambda u: -lengths[u])[:3]
     assert set(r._history_totals) == set(heaviest)
-    for u in heaviest:  # the batched product gives what summing the user's rows gives
+    for u in heaviest:  # what a miss would compute: the sum of the user's weight rows
         assert np.allclose(r._history_totals[u], weights[seen.rows(u)].sum(axis=0), atol=1e-4)
     assert not r._history_totals[heaviest[0]].flags.writeable
     assert not _retriever(n=n, item_affinity=weights, affinity_cache_users=0)._history_totals

@@ -308,7 +308,8 @@ def ranker_examples(
     # A user's first interactions, shown as a new user's: what people rate before they have a history
     # (MovieLens' sign-up asks new users to rate popular films first) is what the unknown-user slot learns.
     order = np.lexsort((data.timestamps, u))
-    starts = np.searchsorted(u[order], u[order])  # first position of each example's user in the sorted order
+    by_user = u[order]
+    starts = np.searchsorted(by_user, by_user)  # first position of each example's user in the sorted order
     position = np.empty(len(u), dtype=np.int64)
     position[order] = np.arange(len(u)) - starts
     early = (position < sampling.new_user_window) & (rng.random(len(u)) < sampling.new_user_dropout)
