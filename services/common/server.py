@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.errors import ErrorInterceptor
+from services.common.floating_point import flush_denormals_to_zero
 from services.common.settings import CommonSettings, ServerSettings
 from services.common.telemetry import (
     MetricsInterceptor,
@@ -134,6 +135,7 @@ async def start_and_load(app: ServiceApp, host: str = "127.0.0.1", port: int = 0
 
 def run_service(name: str, app: ServiceApp, settings: ServerSettings) -> None:
     """Entry point of a service process: runs until SIGTERM/SIGINT, then drains and exits."""
+    flush_denormals_to_zero()  # before any thread exists, so that every thread inherits it
     common = CommonSettings()
     configure_logging(common.log_level, common.log_json)
     configure_tracing(name)

@@ -21,6 +21,9 @@ class TritonPythonModel:
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
+        # Flush subnormal floats to zero on this (the executing) thread: trained weights and activations hold
+        # subnormals, which x86 computes ~100x slower (the ranker: 8-11 ms instead of ~1 ms for 500 rows).
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
