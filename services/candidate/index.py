@@ -119,12 +119,29 @@ def default_index_contract(n_items: int, flat_max_items: int) -> dict[str, Any]:
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k largest scores, best first."""
+    """Positions of the k largest scores of a 1-D array, best first."""
     k = min(k, len(scores))
     if k <= 0:
         return np.empty(0, dtype=np.int64)
     part = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
     return part[np.argsort(-scores[part], kind="stable")]
+
+
+def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a 2-D score matrix, the positions of its k largest scores and those scores, best first."""
+    m, n = scores.shape
+    k = min(k, n)
+    if m == 1:  # the common single query: 1-D indexing costs less than the along-axis machinery
+        best = top_k(scores[0], k)
+        return best[np.newaxis], scores[0, best][np.newaxis]
+    if k <= 0:
+        return np.empty((m, 0), dtype=np.int64), np.empty((m, 0), dtype=scores.dtype)
+    everything = np.broadcast_to(np.arange(n), scores.shape)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else everything
+    lines = np.arange(m)[:, np.newaxis]
+    order = np.argsort(-scores[lines, part], axis=1, kind="stable")
+    best = part[lines, order]
+    return best, scores[lines, best]
 
 
 class AnnIndex:
@@ -216,13 +233,15 @@ class AnnIndex:
         k = min(k, n_allowed)
         if k <= 0:
             return np.full((len(q), 0), -1, dtype=np.int64), np.zeros((len(q), 0), dtype=np.float32)
-        if allowed is not None and not self.exact and n_allowed <= exact_max_rows:
+        # An exact index is searched with one matrix product and a partition: at k in the hundreds that beats
+        # Faiss's per-query heaps (10 queries, k = 84, 1,682 items: 235 against 450 us).
+        if self.exact or (allowed is not None and n_allowed <= exact_max_rows):
             return self.exact_search(q, k, allowed)
         bitmap = selector = None
         if filt is not None and n_allowed < self.n:
             bitmap = filt.bitmap
             selector = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bitmap))  # reads `bitmap` during search
-        for widen in range(WIDEN_STEPS + 1 if not self.exact else 1):
+        for widen in range(WIDEN_STEPS + 1):
             scores, rows = self.index.search(q, k, params=self._params(k, widen, selector, effort))
             if (rows >= 0).all():
                 return rows, scores
@@ -232,21 +251,18 @@ class AnnIndex:
     def exact_search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k by brute force over the allowed rows (numpy), -1 padded."""
+        """Exact top-k by brute force over the allowed rows (one matrix product for all queries)."""
         q = np.atleast_2d(queries).astype(np.float32)
-        rows_allowed = np.arange(self.n) if allowed is None else np.flatnonzero(allowed)
-        k = min(k, len(rows_allowed))
-        out_rows = np.full((len(q), k), -1, dtype=np.int64)
-        out_scores = np.zeros((len(q), k), dtype=np.float32)
-        if k <= 0:
-            return out_rows, out_scores
-        vecs = self.vectors if allowed is None else self.vectors[rows_allowed]
-        all_scores = q @ vecs.T
-        for i in range(len(q)):
-            best = top_k(all_scores[i], k)
-            out_rows[i, : len(best)] = rows_allowed[best]
-            out_scores[i, : len(best)] = all_scores[i, best]
-        return out_rows, out_scores
+        n_allowed = self.n if allowed is None else int(np.count_nonzero(allowed))
+        k = min(k, n_allowed)
+        if allowed is not None and n_allowed * 4 < self.n:
+            rows_allowed = np.flatnonzero(allowed)  # few rows pass: score only those
+            best, scores = top_k_rows(q @ self.vectors[rows_allowed].T, k)
+            return rows_allowed[best], scores
+        all_scores = q @ self.vectors.T
+        if allowed is not None:
+            np.copyto(all_scores, -np.inf, where=~allowed)  # k <= n_allowed: no masked row is ever picked
+        return top_k_rows(all_scores, k)
 
     def memory_bytes(self) -> int:
         """Approximate bytes held: the vectors plus the index's own structures."""

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from recsys.common.v1 import common_pb2
-from services.candidate.index import AnnIndex, IndexSpec, choose_spec, same_index, top_k
+from services.candidate.index import AnnIndex, IndexSpec, choose_spec, same_index, top_k, top_k_rows
 from services.candidate.live import FilterKey, FilterMasks, ItemContent, LiveItems
 from services.candidate.settings import CandidateSettings
 from services.candidate.sources import SourceList, first_occurrences, merge
@@ -363,15 +363,10 @@ class Retriever:
         d_scores = q @ delta_vectors[d_rows].T
         all_rows = np.concatenate([rows, np.broadcast_to(d_rows + self.n, (len(q), len(d_rows)))], axis=1)
         all_scores = np.concatenate([np.where(rows >= 0, scores, -np.inf), d_scores], axis=1)
-        k = min(k, all_rows.shape[1])
-        out_rows = np.full((len(q), k), -1, dtype=np.int64)
-        out_scores = np.zeros((len(q), k), dtype=np.float32)
-        for i in range(len(q)):
-            best = top_k(all_scores[i], k)
-            best = best[np.isfinite(all_scores[i, best])]
-            out_rows[i, : len(best)] = all_rows[i, best]
-            out_scores[i, : len(best)] = all_scores[i, best]
-        return out_rows, out_scores
+        best, best_scores = top_k_rows(all_scores, k)
+        found = np.isfinite(best_scores)  # -inf marks the bundle search's padding
+        out_rows = np.where(found, np.take_along_axis(all_rows, best, axis=1), -1)
+        return out_rows, np.where(found, best_scores, 0.0).astype(np.float32)
 
     def _similarity_vectors(self, rows: np.ndarray, live: LiveItems) -> np.ndarray:
         main = rows[rows < self.n]

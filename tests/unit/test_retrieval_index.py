@@ -139,3 +139,29 @@ def test_a_written_index_reads_back_and_answers_as_the_one_built_here(tmp_path) 
     assert not same_index(IndexSpec("flat"), {"type": "hnsw", "M": 16})
     with pytest.raises(ValueError, match="shipped index"):
         AnnIndex(vectors[:100], spec, built=AnnIndex.read(tmp_path / "index.faiss"))
+
+
+@pytest.mark.parametrize("share", [1.0, 0.5, 0.1])
+def test_flat_search_matches_faiss_exhaustive_search(share: float) -> None:
+    """The exact index answers with numpy (one matrix product, a partition); Faiss's own exhaustive search over
+    the same vectors, restricted to the same rows, returns the same rows and scores."""
+    import faiss
+
+    vectors = clustered(3_000, 16)
+    rng = np.random.default_rng(1)
+    allowed = rng.random(len(vectors)) < share
+    queries = vectors[rng.integers(0, len(vectors), 12)]
+    index = AnnIndex(vectors, IndexSpec("flat", {}, "settings"))
+    rows, scores = index.search(queries, 84, allowed if share < 1.0 else None)
+    reference = faiss.IndexFlatIP(16)
+    reference.add(vectors)
+    params = faiss.SearchParameters()
+    bitmap = np.packbits(allowed, bitorder="little")
+    if share < 1.0:
+        params.sel = faiss.IDSelectorBitmap(len(vectors), faiss.swig_ptr(bitmap))
+    ref_scores, ref_rows = reference.search(queries, 84, params=params)
+    assert rows.shape == (12, 84) and (rows >= 0).all() and allowed[rows].all()
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=1e-6)
+    for mine, theirs, s in zip(rows, ref_rows, ref_scores, strict=True):
+        untied = s > s[-1] + 1e-6  # rows that tie with the 84th may differ in which one gets in
+        assert set(mine[untied]) <= set(theirs) and set(theirs[untied]) <= set(mine)
