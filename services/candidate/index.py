@@ -155,6 +155,10 @@ class AnnIndex:
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.spec = spec
         self.n, self.dim = self.vectors.shape
+        # The exact index scores with `queries @ vectors_t`: OpenBLAS multiplies a few queries by the transposed
+        # view 3-6x slower than by a contiguous transpose (5 x 64 by 64 x 1,682: 92 against 15 us). Only exact
+        # indexes (small catalogues) keep this second copy.
+        self.vectors_t = np.ascontiguousarray(self.vectors.T) if spec.kind == "flat" else None
         self.loaded = built is not None
         if built is not None:
             if built.ntotal != self.n or built.d != self.dim:
@@ -259,7 +263,7 @@ class AnnIndex:
             rows_allowed = np.flatnonzero(allowed)  # few rows pass: score only those
             best, scores = top_k_rows(q @ self.vectors[rows_allowed].T, k)
             return rows_allowed[best], scores
-        all_scores = q @ self.vectors.T
+        all_scores = q @ (self.vectors.T if self.vectors_t is None else self.vectors_t)
         if allowed is not None:
             np.copyto(all_scores, -np.inf, where=~allowed)  # k <= n_allowed: no masked row is ever picked
         return top_k_rows(all_scores, k)
@@ -268,7 +272,7 @@ class AnnIndex:
         """Approximate bytes held: the vectors plus the index's own structures."""
         vec = self.vectors.nbytes
         if self.spec.kind == "flat":
-            return 2 * vec
+            return 3 * vec  # ours, Faiss's copy and the contiguous transpose
         if self.spec.kind == "hnsw":
             m = self.spec.params["M"]
             return 2 * vec + self.n * (2 * m) * 4 * 1  # level 0 holds 2M links of int32; upper levels are small
