@@ -75,13 +75,15 @@ def dpp(
     if diversity <= 0.0:
         return _by_relevance(rel, avail, count, on_pick)
     emb = np.asarray(embeddings, dtype=np.float64)
-    chol = np.zeros((len(rel), count))
+    # One row per step, so that each update reads the earlier steps as a contiguous block.
+    chol = np.zeros((count, len(rel)))
     residual = np.maximum(np.einsum("ij,ij->i", emb, emb), _EPS)  # s_ii (1 for unit embeddings)
     picks = np.empty(count, dtype=np.int64)
     values = np.empty(count, dtype=np.float32)
+    quality, half = (1.0 - diversity) * rel, 0.5 * diversity
     for step in range(count):
-        gain = (1.0 - diversity) * rel + 0.5 * diversity * np.log(np.maximum(residual, _EPS))
-        objective = np.where(avail, gain, -np.inf)
+        objective = quality + half * np.log(np.maximum(residual, _EPS))
+        objective[~avail] = -np.inf
         pick = int(np.argmax(objective))
         if not np.isfinite(objective[pick]):
             return picks[:step], values[:step]
@@ -90,8 +92,8 @@ def dpp(
         if on_pick is not None:
             on_pick(pick, avail)
         d_pick = np.sqrt(max(residual[pick], _EPS))
-        e = (emb @ emb[pick] - chol[:, :step] @ chol[pick, :step]) / d_pick
-        chol[:, step] = e
+        e = (emb @ emb[pick] - chol[:step, pick] @ chol[:step]) / d_pick
+        chol[step] = e
         residual -= e * e
     return picks, np.minimum.accumulate(values)  # scores descend with the position
 
