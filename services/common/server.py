@@ -135,9 +135,11 @@ async def start_and_load(app: ServiceApp, host: str = "127.0.0.1", port: int = 0
 
 def run_service(name: str, app: ServiceApp, settings: ServerSettings) -> None:
     """Entry point of a service process: runs until SIGTERM/SIGINT, then drains and exits."""
-    flush_denormals_to_zero()  # before any thread exists, so that every thread inherits it
+    flushed = flush_denormals_to_zero()  # before any thread exists, so that every thread inherits it
     common = CommonSettings()
     configure_logging(common.log_level, common.log_json)
+    if not flushed:
+        log.warning("subnormal floats are computed at full IEEE precision here: model inference may run slower")
     configure_tracing(name)
     configure_metrics(name)
     asyncio.run(_serve_forever(name, app, settings))
