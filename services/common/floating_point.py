@@ -1,6 +1,6 @@
 """Flush-to-zero for subnormal floats, for every thread of a service process.
 
-Trained weights hold subnormal values (|x| < 1.2e-38, left by weight decay on rarely updated embedding rows),
+Trained weights hold subnormal values (|x| < 1.2e-38: weights that training drove towards zero),
 and products of small activations underflow into the subnormal range. x86 CPUs compute on subnormals through
 a microcode assist that costs ~100x a normal operation: the DLRM ranker took 8-11 ms for 500 candidates
 instead of 1.1 ms (see docs/benchmarks.md). Setting the flush-to-zero and denormals-are-zero bits makes such
