@@ -1,7 +1,7 @@
 """Flush-to-zero for subnormal floats, for every thread of a service process.
 
 Trained weights hold subnormal values (|x| < 1.2e-38: weights that training drove towards zero),
-and products of small activations underflow into the subnormal range. x86 CPUs compute on subnormals through
+and products of small activations underflow into the subnormal range. Intel cores compute on subnormals through
 a microcode assist that costs ~100x a normal operation: the DLRM ranker took 8-11 ms for 500 candidates
 instead of 1.1 ms (see docs/benchmarks.md). Setting the flush-to-zero and denormals-are-zero bits makes such
 values exact zeros, a change far below float32 resolution at the scores' scale.
