@@ -136,8 +136,7 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return best[np.newaxis], scores[0, best][np.newaxis]
     if k <= 0:
         return np.empty((m, 0), dtype=np.int64), np.empty((m, 0), dtype=scores.dtype)
-    everything = np.broadcast_to(np.arange(n), scores.shape)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else everything
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.broadcast_to(np.arange(n), scores.shape)
     lines = np.arange(m)[:, np.newaxis]
     order = np.argsort(-scores[lines, part], axis=1, kind="stable")
     best = part[lines, order]

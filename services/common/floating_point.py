@@ -49,8 +49,9 @@ def flush_denormals_to_zero() -> bool:
     """Sets flush-to-zero on the calling thread (and so on every thread it creates from now on).
 
     Returns whether it took effect; on a platform without a known layout it logs and leaves the default."""
-    layout, libm = _layout(), _libm()
-    if layout is None or libm is None or platform.system() != "Linux":
+    layout = _layout() if platform.system() == "Linux" else None
+    libm = _libm() if layout is not None else None
+    if layout is None or libm is None:
         log.info("flush-to-zero not set: no known floating-point environment layout for %s", platform.platform())
         return False
     offset, bits = layout

@@ -22,7 +22,7 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         # Flush subnormal floats to zero on this (the executing) thread: trained weights and activations hold
-        # subnormals, which x86 computes ~100x slower (the ranker: 8-11 ms instead of ~1 ms for 500 rows).
+        # subnormals, which Intel cores compute ~100x slower (the ranker: 8-11 ms instead of ~1 ms for 500 rows).
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.inputs = [i["name"] for i in config["input"]]
