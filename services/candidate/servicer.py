@@ -6,7 +6,6 @@ import asyncio
 import logging
 import math
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import faiss
@@ -19,6 +18,7 @@ from services.candidate.retrieval import AnnProbe, RetrievalQuery, Retriever
 from services.candidate.settings import CandidateSettings
 from services.common.bundle import Bundle, load_current
 from services.common.catalogue import ItemFeatureReader
+from services.common.compute import ComputeRunner
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.common.refresh import PeriodicRefresh
 from services.common.settings import CommonSettings
@@ -50,8 +50,9 @@ class CandidateApp(candidate_pb2_grpc.CandidateServiceServicer):
         self.common = common
         self.read_features = read_features  # tests serve bundles whose items are not in the feature store
         self.retriever: Retriever | None = None
-        # Searches run here, off the event loop; one thread each keeps tail latency steady.
-        self.executor = ThreadPoolExecutor(max_workers=settings.search_threads, thread_name_prefix="faiss")
+        # Where searches run (settings.compute): an exact search inline, an ANN search in the pool (auto).
+        self.inline = ComputeRunner("inline", 1, "faiss")
+        self.pool = ComputeRunner("pool", settings.search_threads, "faiss") if settings.compute != "inline" else None
         self.monitor = RecallMonitor(settings.recall_sample_rate, settings.recall_k)
         self.refresher = PeriodicRefresh("candidate", settings.refresh_seconds, self.refresh)
         # Runtime catalogue changes, last word per item (None = removed): replayed onto every new bundle.
@@ -107,7 +108,8 @@ class CandidateApp(candidate_pb2_grpc.CandidateServiceServicer):
     async def close(self) -> None:
         await self.refresher.stop()
         self.monitor.close()
-        self.executor.shutdown(wait=False)
+        if self.pool is not None:
+            self.pool.shutdown()
 
     def ready(self) -> Retriever:
         if self.retriever is None:
@@ -137,8 +139,7 @@ class CandidateApp(candidate_pb2_grpc.CandidateServiceServicer):
             device=int(ctx.device),
         )
         probe = partial(self._probe, retriever) if self.monitor.sampled() else None
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self.executor, partial(retriever.retrieve, query, probe))
+        result = await self.runner_for(retriever).run(partial(retriever.retrieve, query, probe))
         return candidate_pb2.RetrieveResponse(
             item_ids=result.item_ids,
             scores=result.scores.tolist(),
@@ -147,6 +148,11 @@ class CandidateApp(candidate_pb2_grpc.CandidateServiceServicer):
             cold_start=result.cold_start,
             affinity=result.affinity.tolist() if result.affinity is not None else [],
         )
+
+    def runner_for(self, retriever: Retriever) -> ComputeRunner:
+        if self.pool is None or (self.settings.compute == "auto" and retriever.index.exact):
+            return self.inline
+        return self.pool
 
     def _probe(self, retriever: Retriever, probe: AnnProbe) -> None:
         self.monitor.offer(retriever.index, probe)
@@ -157,8 +163,7 @@ class CandidateApp(candidate_pb2_grpc.CandidateServiceServicer):
         retriever = self.ready()
         item_id = check_id("item_id", request.item_id)
         count = check_count("count", request.count, MAX_SIMILAR)
-        loop = asyncio.get_running_loop()
-        item_ids, scores = await loop.run_in_executor(self.executor, partial(retriever.similar_items, item_id, count))
+        item_ids, scores = await self.runner_for(retriever).run(partial(retriever.similar_items, item_id, count))
         return candidate_pb2.SimilarItemsResponse(
             item_ids=item_ids, scores=scores.tolist(), bundle_version=retriever.version
         )

@@ -14,7 +14,13 @@ class CandidateSettings(ServerSettings):
     model_config = SettingsConfigDict(env_prefix="RECSYS_CANDIDATE_", extra="ignore")
 
     port: int = Field(50052, ge=0, le=65535)
-    search_threads: int = Field(2, ge=1, description="Threads running index searches.")
+    search_threads: int = Field(2, ge=1, description="Threads running index searches when they run in a pool.")
+    compute: Literal["auto", "inline", "pool"] = Field(
+        "auto",
+        description="Where searches run (services/common/compute.py): inline on the event loop, in the "
+        "search_threads pool, or auto: inline for an exact index (about a millisecond at up to flat_max_items), "
+        "the pool for HNSW/IVF, whose longer searches release the GIL.",
+    )
 
     # --- the ANN index (see docs/retrieval.md) ---
     index_type: Literal["auto", "flat", "hnsw", "ivf"] = Field(

@@ -7,9 +7,7 @@ call in one inference request with a deadline, and forwards the W3C trace contex
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +17,7 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc import aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
+from services.common.compute import ComputeRunner
 from services.common.errors import FailedPrecondition, Unavailable
 from services.common.telemetry import tracer
 from services.ranking import features as rf
@@ -46,7 +45,7 @@ class InProcessBackend:
 
     name = "inprocess"
 
-    def __init__(self, onnx_path: Path, contract: rf.RankerContract, threads: int = 2) -> None:
+    def __init__(self, onnx_path: Path, contract: rf.RankerContract, compute: ComputeRunner | None = None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -57,17 +56,17 @@ class InProcessBackend:
         got = [i.name for i in self.session.get_inputs()]
         if got != expected:
             raise FailedPrecondition(f"ranker ONNX inputs are {got}; the feature contract feeds {expected}")
-        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="onnx")
+        self.compute = compute or ComputeRunner("inline", 1, "onnx")  # the service's runner outlives its backends
 
     def run(self, batch: rf.EncodedBatch) -> np.ndarray:
         return self.session.run([OUTPUT], _arrays(batch))[0][:, 0]
 
     async def scores(self, make_batch: Callable[[], rf.EncodedBatch], timeout_s: float) -> np.ndarray:
-        # Encoding and inference in one hop to the pool: each hop costs more than the model at this size.
-        return await asyncio.get_running_loop().run_in_executor(self.executor, lambda: self.run(make_batch()))
+        # Encoding and inference together: were they in a pool, one hop costs more than the model at this size.
+        return await self.compute.run(lambda: self.run(make_batch()))
 
     async def close(self) -> None:
-        self.executor.shutdown(wait=False)
+        return None
 
 
 class TritonBackend:
@@ -75,8 +74,15 @@ class TritonBackend:
 
     name = "triton"
 
-    def __init__(self, url: str, model_name: str, model_version: int, contract: rf.RankerContract) -> None:
-        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode")
+    def __init__(
+        self,
+        url: str,
+        model_name: str,
+        model_version: int,
+        contract: rf.RankerContract,
+        compute: ComputeRunner | None = None,
+    ) -> None:
+        self.compute = compute or ComputeRunner("inline", 1, "encode")
         self.client = triton_aio.InferenceServerClient(url=url)
         self.url = url
         self.model_name = model_name
@@ -93,7 +99,7 @@ class TritonBackend:
             raise Unavailable(f"Triton at {self.url} has not loaded {self.model_name} version {self.model_version}")
 
     async def scores(self, make_batch: Callable[[], rf.EncodedBatch], timeout_s: float) -> np.ndarray:
-        batch = await asyncio.get_running_loop().run_in_executor(self.executor, make_batch)
+        batch = await self.compute.run(make_batch)
         arrays = _arrays(batch)
         inputs = []
         for spec in self.specs:
@@ -124,4 +130,3 @@ class TritonBackend:
 
     async def close(self) -> None:
         await self.client.close()
-        self.executor.shutdown(wait=False)

@@ -13,6 +13,7 @@ import grpc
 from recsys.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from services.common.bundle import Bundle, load_current
 from services.common.catalogue import materialization_marks
+from services.common.compute import ComputeRunner
 from services.common.errors import Unavailable
 from services.common.refresh import PeriodicRefresh, close_later
 from services.common.settings import CommonSettings
@@ -43,6 +44,7 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
         self.refresher = PeriodicRefresh("ranking", settings.refresh_seconds, self.refresh)
         self._feature_marks: tuple[str, ...] = ()
         self._retiring: set[asyncio.Task[None]] = set()
+        self.compute = ComputeRunner(settings.compute, settings.score_threads, "score")
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         ranking_pb2_grpc.add_RankingServiceServicer_to_server(self, server)
@@ -60,7 +62,11 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
         backend: RankerBackend
         if self.settings.backend == "triton":
             triton = TritonBackend(
-                self.settings.triton_url, artifacts.triton_model, artifacts.triton_version, artifacts.contract
+                self.settings.triton_url,
+                artifacts.triton_model,
+                artifacts.triton_version,
+                artifacts.contract,
+                self.compute,
             )
             try:
                 await triton.check_ready()
@@ -71,9 +77,7 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
                 log.warning("%s", exc.message)  # at start-up serve anyway: Rank is UNAVAILABLE until Triton is up
             backend = triton
         else:
-            backend = await asyncio.to_thread(
-                InProcessBackend, artifacts.onnx_path, artifacts.contract, self.settings.score_threads
-            )
+            backend = await asyncio.to_thread(InProcessBackend, artifacts.onnx_path, artifacts.contract, self.compute)
         return Loaded(bundle.version, encoder, backend)
 
     async def refresh(self) -> None:
@@ -109,6 +113,7 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
         await self.refresher.stop()
         if self.loaded is not None:
             await self.loaded.backend.close()
+        self.compute.shutdown()
 
     async def Rank(
         self, request: ranking_pb2.RankRequest, context: grpc.aio.ServicerContext

@@ -12,6 +12,7 @@ import numpy as np
 from recsys.common.v1 import common_pb2
 from recsys.rerank.v1 import rerank_pb2, rerank_pb2_grpc
 from services.common.bundle import load_current
+from services.common.compute import ComputeRunner
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.settings import CommonSettings
 from services.common.validation import check_count, check_fraction, check_id
@@ -37,6 +38,7 @@ class RerankApp(rerank_pb2_grpc.RerankServiceServicer):
         self.settings = settings
         self.common = common
         self.reranker: Reranker | None = None
+        self.compute = ComputeRunner(settings.compute, settings.compute_threads, "rerank")
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         rerank_pb2_grpc.add_RerankServiceServicer_to_server(self, server)
@@ -49,7 +51,7 @@ class RerankApp(rerank_pb2_grpc.RerankServiceServicer):
         log.info("rerank stage loaded bundle %s", self.reranker.version)
 
     async def close(self) -> None:
-        return None
+        self.compute.shutdown()
 
     async def Rerank(
         self, request: rerank_pb2.RerankRequest, context: grpc.aio.ServicerContext
@@ -88,7 +90,7 @@ class RerankApp(rerank_pb2_grpc.RerankServiceServicer):
         )
         if len(request.history_item_ids) > MAX_HISTORY:
             raise InvalidArgument(f"history_item_ids has more than {MAX_HISTORY} entries")
-        result = await asyncio.to_thread(
+        result = await self.compute.run(
             partial(
                 reranker.rerank,
                 list(request.item_ids),

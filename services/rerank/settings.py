@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.common.compute import ComputeMode
 from services.common.settings import ServerSettings
 
 
@@ -15,6 +16,12 @@ class RerankSettings(ServerSettings):
     model_config = SettingsConfigDict(env_prefix="RECSYS_RERANK_", extra="ignore")
 
     port: int = Field(50054, ge=0, le=65535)
+    compute: ComputeMode = Field(
+        "inline",
+        description="Where a rerank runs (services/common/compute.py): inline on the event loop (about a "
+        "millisecond for 500 candidates) or in a pool of compute_threads.",
+    )
+    compute_threads: int = Field(2, ge=1, description="Threads reranking when compute is pool.")
     diversity_method: Literal["mmr", "dpp", "calibrated"] = Field(
         "mmr", description="Diversity method when a request names none."
     )

@@ -163,9 +163,6 @@ class StageCores:
     backend: InProcessBackend
     reranker: Reranker
 
-    def close(self) -> None:
-        self.backend.executor.shutdown(wait=False)
-
 
 def build_cores(bundle: Bundle, online: OnlineFeatures) -> StageCores:
     """The three stage cores exactly as the services load them from a bundle, with the Feast online read of
@@ -179,7 +176,7 @@ def build_cores(bundle: Bundle, online: OnlineFeatures) -> StageCores:
         bundle.version,
         Retriever.from_bundle(bundle, Path(), read_features=read_features),
         Encoder.load(artifacts.contract, Path(), read_features),
-        InProcessBackend(artifacts.onnx_path, artifacts.contract, threads=1),
+        InProcessBackend(artifacts.onnx_path, artifacts.contract),
         Reranker.from_bundle(bundle, Path(), read_features=read_features),
     )
 
@@ -236,11 +233,8 @@ def evaluate_pipeline(ctx: EvalContext) -> dict[str, Any]:
         trained = time.perf_counter()
         online = OnlineFeatures.read(offline)
         cores = build_cores(bundle, online)
-        try:
-            built = time.perf_counter()
-            lists = run_stages(cores, ctx, online)
-        finally:
-            cores.close()
+        built = time.perf_counter()
+        lists = run_stages(cores, ctx, online)
         ran = time.perf_counter()
         manifest = bundle.manifest
         # The model behind each component (the ranker's contract names its serving interface and architecture).
