@@ -123,7 +123,9 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, len(scores))
     if k <= 0:
         return np.empty(0, dtype=np.int64)
-    part = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    # Partitioning for the top end (no negated copy) is ~40% cheaper than partitioning -scores for the bottom.
+    n = len(scores)
+    part = np.argpartition(scores, n - k)[n - k :] if k < n else np.arange(n)
     return part[np.argsort(-scores[part], kind="stable")]
 
 
@@ -136,11 +138,63 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return best[np.newaxis], scores[0, best][np.newaxis]
     if k <= 0:
         return np.empty((m, 0), dtype=np.int64), np.empty((m, 0), dtype=scores.dtype)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.broadcast_to(np.arange(n), scores.shape)
+    part = np.argpartition(scores, n - k, axis=1)[:, n - k :] if k < n else np.broadcast_to(np.arange(n), scores.shape)
     lines = np.arange(m)[:, np.newaxis]
     order = np.argsort(-scores[lines, part], axis=1, kind="stable")
     best = part[lines, order]
     return best, scores[lines, best]
+
+
+class NeighbourTable:
+    """Every item's `width` nearest items (itself left out), best first, computed once per bundle.
+
+    Item-to-item queries (the recent history's neighbours, SimilarItems) then read a row and drop what the
+    request's filter forbids instead of searching: at MovieLens size 5 queries cost ~15 us against ~130 us for
+    the exact search. `lookup` answers only when every row still holds k allowed items, so its answer is the
+    exact search's; otherwise the caller searches.
+    """
+
+    BLOCK_ROWS = 1024  # rows scored per matrix product while building (bounds the build's memory)
+
+    def __init__(self, rows: np.ndarray, scores: np.ndarray) -> None:
+        self.rows = rows  # (n, width) int32
+        self.scores = scores  # (n, width) float32
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, width: int) -> NeighbourTable:
+        n = len(vectors)
+        width = min(width, max(n - 1, 0))
+        rows = np.empty((n, width), dtype=np.int32)
+        scores = np.empty((n, width), dtype=np.float32)
+        vectors_t = np.ascontiguousarray(vectors.T)
+        for start in range(0, n, cls.BLOCK_ROWS):
+            stop = min(start + cls.BLOCK_ROWS, n)
+            block = vectors[start:stop] @ vectors_t
+            block[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # an item is not its own neighbour
+            best, best_scores = top_k_rows(block, width)
+            rows[start:stop], scores[start:stop] = best, best_scores
+        return cls(rows, scores)
+
+    @property
+    def width(self) -> int:
+        return int(self.rows.shape[1])
+
+    def memory_bytes(self) -> int:
+        return int(self.rows.nbytes + self.scores.nbytes)
+
+    def lookup(self, items: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The k best allowed neighbours of each of `items` (rows, scores: (len(items), k)), or None when some
+        item's table row holds fewer than k allowed items (only a search knows what lies beyond it)."""
+        if k > self.width:
+            return None
+        candidates = self.rows[items]
+        ok = allowed[candidates]
+        rank = np.cumsum(ok, axis=1, dtype=np.int32)
+        if len(items) and int(rank[:, -1].min()) < k:
+            return None
+        keep = ok & (rank <= k)  # exactly k per row, in table order (best first)
+        shape = (len(items), k)
+        return candidates[keep].reshape(shape).astype(np.int64), self.scores[items][keep].reshape(shape)
 
 
 class AnnIndex:

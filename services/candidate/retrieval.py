@@ -31,7 +31,15 @@ from typing import Any
 import numpy as np
 
 from recsys.common.v1 import common_pb2
-from services.candidate.index import AnnIndex, IndexSpec, choose_spec, same_index, top_k, top_k_rows
+from services.candidate.index import (
+    AnnIndex,
+    IndexSpec,
+    NeighbourTable,
+    choose_spec,
+    same_index,
+    top_k,
+    top_k_rows,
+)
 from services.candidate.live import FilterKey, FilterMasks, ItemContent, LiveItems
 from services.candidate.settings import CandidateSettings
 from services.candidate.sources import SourceList, first_occurrences, merge
@@ -199,6 +207,9 @@ class Retriever:
             self.similarity = AnnIndex(_normalised(self.item_vectors[:, :-1]), IndexSpec("flat"))
         else:
             self.similarity = self.index
+        self.neighbour_table: NeighbourTable | None = None
+        if 1 < self.n <= self.settings.neighbour_table_max_items:
+            self.neighbour_table = NeighbourTable.build(self.similarity.vectors, self.settings.neighbour_table_width)
         self.query_tower = query_tower
         self.item_tower = item_tower
         self.segments = segments
@@ -357,6 +368,18 @@ class Retriever:
         """Top-k global rows and scores per query over the live items that pass `masks` (-1 padded)."""
         q = np.atleast_2d(queries).astype(np.float32)
         rows, scores = index.search(q, k, masks.filter, self.settings.exact_filter_max_rows, effort)
+        return self._with_delta(rows, scores, q, delta_vectors, k, masks)
+
+    def _with_delta(
+        self,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        q: np.ndarray,
+        delta_vectors: np.ndarray,
+        k: int,
+        masks: FilterMasks,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The bundle rows' top-k per query merged with the allowed runtime rows' (-1 padded)."""
         d_rows = np.flatnonzero(masks.delta)
         if not len(d_rows):
             return rows, scores
@@ -367,6 +390,23 @@ class Retriever:
         found = np.isfinite(best_scores)  # -inf marks the bundle search's padding
         out_rows = np.where(found, np.take_along_axis(all_rows, best, axis=1), -1)
         return out_rows, np.where(found, best_scores, 0.0).astype(np.float32)
+
+    def _item_neighbours(
+        self, rows: np.ndarray, k: int, masks: FilterMasks, live: LiveItems
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k allowed neighbours of each item (global rows): from the neighbour table when it holds them
+        for bundle items, else by searching the similarity index."""
+        table = self.neighbour_table
+        if table is not None and len(rows) and int(rows.max()) < self.n:
+            found = table.lookup(rows, k, masks.main)
+            if found is not None:
+                if not masks.delta.any():
+                    return found
+                queries = self._similarity_vectors(rows, live)
+                return self._with_delta(*found, queries, self._delta_similarity(live), k, masks)
+        queries = self._similarity_vectors(rows, live)
+        effort = self.settings.item_query_effort
+        return self._search(self.similarity, self._delta_similarity(live), queries, k, masks, effort)
 
     def _similarity_vectors(self, rows: np.ndarray, live: LiveItems) -> np.ndarray:
         main = rows[rows < self.n]
@@ -439,17 +479,10 @@ class Retriever:
         if s.quota_fresh > 0 and vector is not None:
             lists.append(self._fresh(masks, live, math.ceil(count * s.quota_fresh) + 1))
 
-        if s.cold_start_source == "trending" and self.trending is not None:
-            rows = first_allowed(self.trending, masks.main, count)
-            lists.append(SourceList(SOURCE_TRENDING, rows, self.trending_scores[rows], 0.0))
-        pop = self.fallback.popular
-        pop_rows = first_allowed(pop.order, masks.main, count)
-        top = max(int(pop.popularity[pop.order[0]]), 1) if len(pop.order) else 1
-        lists.append(SourceList(SOURCE_POPULAR, pop_rows, (pop.popularity[pop_rows] / top).astype(np.float32), 0.0))
-        if live.n_delta and len(pop_rows) < count:
-            # Runtime items have no interactions yet: they come after every popular bundle item.
-            extra = np.flatnonzero(masks.delta)[::-1] + self.n
-            lists.append(SourceList(SOURCE_POPULAR, extra, np.zeros(len(extra), dtype=np.float32), 0.0))
+        # The fillers (quota 0) take only what the sources above leave empty, so they are not needed when one
+        # of those alone already holds `count` distinct items.
+        if max((len(x.rows) for x in lists), default=0) < count:
+            lists.extend(self._fillers(masks, live, count))
 
         rows, scores, sources = merge(lists, count, self.n + live.n_delta)
         return Candidates(
@@ -460,6 +493,23 @@ class Retriever:
             affinity=self._affinity_of(totals, rows),
         )
 
+    def _fillers(self, masks: FilterMasks, live: LiveItems, count: int) -> list[SourceList]:
+        """Trending (with cold_start_source=trending), then popular, then runtime items: what fills an answer
+        the other sources leave short, and the whole answer for a cold-start user."""
+        out = []
+        if self.settings.cold_start_source == "trending" and self.trending is not None:
+            rows = first_allowed(self.trending, masks.main, count)
+            out.append(SourceList(SOURCE_TRENDING, rows, self.trending_scores[rows], 0.0))
+        pop = self.fallback.popular
+        pop_rows = first_allowed(pop.order, masks.main, count)
+        top = max(int(pop.popularity[pop.order[0]]), 1) if len(pop.order) else 1
+        out.append(SourceList(SOURCE_POPULAR, pop_rows, (pop.popularity[pop_rows] / top).astype(np.float32), 0.0))
+        if live.n_delta and len(pop_rows) < count:
+            # Runtime items have no interactions yet: they come after every popular bundle item.
+            extra = np.flatnonzero(masks.delta)[::-1] + self.n
+            out.append(SourceList(SOURCE_POPULAR, extra, np.zeros(len(extra), dtype=np.float32), 0.0))
+        return out
+
     def history_totals(self, user_id: str, recent_rows: np.ndarray) -> np.ndarray | None:
         """Every bundle item's item-to-item affinity with the user's whole history (the bundle's training
         interactions plus the fresh recent items): sum over history items h of W[h, item]. None without the
@@ -468,7 +518,14 @@ class Retriever:
         if weights is None:
             return None
         seen = self.fallback.seen.rows(user_id)
-        fresh = np.setdiff1d(recent_rows[recent_rows < self.n], seen)
+        fresh = recent_rows[recent_rows < self.n]
+        if len(fresh) and len(seen):
+            # np.setdiff1d sorts both sides (~70 us at MovieLens size); a scratch mask over the rows is ~5 us.
+            in_seen = np.zeros(self.n, dtype=bool)
+            in_seen[seen] = True
+            fresh = fresh[~in_seen[fresh]]
+        if len(fresh) > 1:
+            fresh = np.unique(fresh)  # a repeated fresh item counts once, as it does in the bundle history
         if not len(seen) and not len(fresh):
             return None
         base = self._bundle_history_totals(user_id, seen) if len(seen) else None
@@ -548,10 +605,7 @@ class Retriever:
         s = self.settings
         share = 1.0 if only_source else s.quota_neighbours
         per_item = count if only_source else max(math.ceil(count * share / len(rows)) * 2, 10)
-        queries = self._similarity_vectors(rows, live)
-        found, scores = self._search(
-            self.similarity, self._delta_similarity(live), queries, per_item, masks, s.item_query_effort
-        )
+        found, scores = self._item_neighbours(rows, per_item, masks, live)
         flat_rows, flat_scores = found.T.reshape(-1), scores.T.reshape(-1)
         keep = flat_rows >= 0
         rows, vals = first_occurrences(flat_rows[keep], flat_scores[keep])
@@ -602,10 +656,7 @@ class Retriever:
             masks.main[row] = False
         else:
             masks.delta[row - self.n] = False
-        query = self._similarity_vectors(np.array([row]), live)
-        rows, scores = self._search(
-            self.similarity, self._delta_similarity(live), query, count, masks, self.settings.item_query_effort
-        )
+        rows, scores = self._item_neighbours(np.array([row]), count, masks, live)
         keep = rows[0] >= 0
         return self.ids_of(rows[0][keep], live), scores[0][keep].astype(np.float32)
 
@@ -665,4 +716,5 @@ class Retriever:
             "query_tower": self.query_tower is not None,
             "item_tower": self.item_tower is not None,
             "segments": self.segments is not None,
+            "neighbour_table_width": self.neighbour_table.width if self.neighbour_table is not None else 0,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,14 +19,16 @@ class SourceList:
     quota: float
 
 
-def _targets(quotas: np.ndarray, count: int) -> np.ndarray:
-    """Integer shares of `count` proportional to `quotas` (largest remainder)."""
-    total = quotas.sum()
+def _targets(quotas: Sequence[float], count: int) -> list[int]:
+    """Integer shares of `count` proportional to `quotas` (largest remainder). Plain Python: a handful of
+    sources, where numpy's per-call cost would dominate."""
+    total = sum(quotas)
     if total <= 0:
-        return np.zeros(len(quotas), dtype=np.int64)
-    exact = quotas / total * count
-    out = np.floor(exact).astype(np.int64)
-    for i in np.argsort(-(exact - out), kind="stable")[: count - int(out.sum())]:
+        return [0] * len(quotas)
+    exact = [q / total * count for q in quotas]
+    out = [math.floor(e) for e in exact]
+    by_remainder = sorted(range(len(quotas)), key=lambda i: out[i] - exact[i])  # stable: ties keep list order
+    for i in by_remainder[: count - sum(out)]:
         out[i] += 1
     return out
 
@@ -39,41 +42,38 @@ def merge(lists: Sequence[SourceList], count: int, n_rows: int) -> tuple[np.ndar
     if not lists:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), []
     taken = np.zeros(n_rows, dtype=bool)
-    used = [np.zeros(len(s.rows), dtype=bool) for s in lists]
-    have = [0] * len(lists)
+    empty = np.empty(0, dtype=np.int64)
+    picked = [empty] * len(lists)  # positions in each list that made the answer
+    picked_rows = [empty] * len(lists)
     total = 0
-
-    def take(i: int, limit: int) -> None:
-        nonlocal total
-        room = min(limit - have[i], count - total)
-        if room <= 0:
-            return
-        rows = lists[i].rows
-        pos = np.flatnonzero(~used[i] & ~taken[rows])[:room]
-        used[i][pos] = True
-        taken[rows[pos]] = True
-        have[i] += len(pos)
-        total += len(pos)
-
-    targets = _targets(np.array([max(s.quota, 0.0) for s in lists], dtype=np.float64), count)
-    for i in range(len(lists)):
-        take(i, int(targets[i]))
-    for i in range(len(lists)):
+    targets = _targets([max(s.quota, 0.0) for s in lists], count)
+    for i, s in enumerate(lists):
+        room = min(targets[i], count - total)
+        if room > 0:
+            pos = np.flatnonzero(~taken[s.rows])[:room]
+            picked[i], picked_rows[i] = pos, s.rows[pos]
+            taken[picked_rows[i]] = True
+            total += len(pos)
+    for i, s in enumerate(lists):
         if total >= count:
             break
-        take(i, count)
-    keys, rows, srcs = [], [], []
-    for i, s in enumerate(lists):
-        pos = np.flatnonzero(used[i])
-        n = len(pos)
-        keys.append((np.arange(n) + 0.5) / max(n, 1) + i * 1e-9)
-        rows.append(np.asarray(s.rows, dtype=np.int64)[pos])
-        srcs.append(np.full(n, s.source, dtype=np.int64))
-    key = np.concatenate(keys)
+        pos = np.flatnonzero(~taken[s.rows])[: count - total]  # what this list already gave is taken too
+        if len(pos):
+            taken[s.rows[pos]] = True
+            picked[i] = np.sort(np.concatenate([picked[i], pos]))
+            picked_rows[i] = s.rows[picked[i]]
+            total += len(pos)
+    sizes = np.array([len(p) for p in picked])
+    # Interleave: the j-th of a source's n picks sits at (j + 0.5) / n; the source's place breaks ties.
+    ends = np.cumsum(sizes)
+    within = np.arange(ends[-1]) - np.repeat(ends - sizes, sizes)
+    key = (within + 0.5) / np.repeat(np.maximum(sizes, 1), sizes) + np.repeat(np.arange(len(sizes)) * 1e-9, sizes)
+    rows = np.concatenate(picked_rows).astype(np.int64, copy=False)
+    sources = np.repeat(np.array([s.source for s in lists], dtype=np.int64), sizes)
     order = np.argsort(key, kind="stable")
     # Source scores are not comparable across sources; the answer's score is its merged position, in (0, 1]
     # and non-increasing, so consumers that sort by score (the gateway's ranking-down fallback) keep the mix.
-    return np.concatenate(rows)[order], (1.0 - key[order]).astype(np.float32), np.concatenate(srcs)[order].tolist()
+    return rows[order], (1.0 - key[order]).astype(np.float32), sources[order].tolist()
 
 
 def first_occurrences(rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

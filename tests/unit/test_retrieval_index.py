@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.candidate.index import AnnIndex, IndexSpec, choose_spec, default_index_contract
+from services.candidate.index import AnnIndex, IndexSpec, NeighbourTable, choose_spec, default_index_contract
 from services.candidate.settings import CandidateSettings
 
 
@@ -165,3 +165,25 @@ def test_flat_search_matches_faiss_exhaustive_search(share: float) -> None:
     for mine, theirs, s in zip(rows, ref_rows, ref_scores, strict=True):
         untied = s > s[-1] + 1e-6  # rows that tie with the 84th may differ in which one gets in
         assert set(mine[untied]) <= set(theirs) and set(theirs[untied]) <= set(mine)
+
+
+def test_neighbour_table_answers_as_exact_search_or_not_at_all() -> None:
+    vectors = clustered(1_500, 16)
+    table = NeighbourTable.build(vectors, width=64)
+    exact = AnnIndex(vectors, IndexSpec("flat"))
+    assert table.rows.shape == (1_500, 64)
+    assert not (table.rows == np.arange(1_500)[:, np.newaxis]).any(), "an item is not its own neighbour"
+    rng = np.random.default_rng(1)
+    items = rng.choice(1_500, 5, replace=False)
+    for share in (1.0, 0.6, 0.3):
+        allowed = rng.random(1_500) < share
+        allowed[items] = False  # as a request excludes the items it asks about
+        found = table.lookup(items, 10, allowed)
+        assert found is not None
+        rows, scores = exact.exact_search(vectors[items], 10, allowed)
+        assert (found[0] == rows).all()
+        np.testing.assert_allclose(found[1], scores, rtol=1e-5)
+    strict = np.zeros(1_500, dtype=bool)
+    strict[rng.choice(1_500, 40, replace=False)] = True
+    assert table.lookup(items, 10, strict) is None, "too few allowed within the table: the caller must search"
+    assert table.lookup(items, 65, np.ones(1_500, dtype=bool)) is None, "k beyond the table's width"

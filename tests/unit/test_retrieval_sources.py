@@ -259,3 +259,24 @@ def test_history_totals_of_the_heaviest_users_are_computed_at_load() -> None:
         assert np.allclose(r._history_totals[u], weights[seen.rows(u)].sum(axis=0), atol=1e-4)
     assert not r._history_totals[heaviest[0]].flags.writeable
     assert not _retriever(n=n, item_affinity=weights, affinity_cache_users=0)._history_totals
+
+
+def test_the_neighbour_table_changes_no_answer() -> None:
+    """Retrieve and SimilarItems give the same items with the precomputed neighbour lists as by searching,
+    under filters, removals and a runtime item in the catalogue."""
+    with_table, searched = _retriever(), _retriever(neighbour_table_max_items=0)
+    assert with_table.neighbour_table is not None and searched.neighbour_table is None
+    for r in (with_table, searched):
+        r.remove(["i7", "i8"])
+        r.upsert([ItemContent("new-1", "New", ("Comedy",), 2030, tuple(r.item_vectors[3].tolist()))])
+    queries = [
+        RetrievalQuery("u0", ["i3", "i4", "i5"], 200),
+        RetrievalQuery("u1", ["i9"], 300, include_genres=["Comedy"], exclude_item_ids=["i10"]),
+        RetrievalQuery("nobody", ["i3", "new-1"], 100),  # a runtime item in the history: searched
+    ]
+    for q in queries:
+        a, b = with_table.retrieve(q), searched.retrieve(q)
+        assert a.item_ids == b.item_ids and a.sources == b.sources
+    for item in ("i3", "i9", "new-1"):
+        assert with_table.similar_items(item, 30)[0] == searched.similar_items(item, 30)[0]
+    assert "new-1" in with_table.similar_items("i3", 5)[0], "runtime items are merged into table answers"
