@@ -327,6 +327,28 @@ def test_ease_closed_form_matches_the_definition_and_blocks_of_users(data: Inter
     _check_scores(model.score(np.array([0, 1])), 2)
 
 
+def test_user_weighting_enters_the_gram_matrix_as_inverse_user_frequency(data: Interactions) -> None:
+    from training.models.autoencoder import EaseConfig, ease_weights
+
+    position = np.arange(len(data)) % 15
+    data = data.subset(position < 3 + data.user_idx % 12)  # users with 3 to 14 items
+    x = data.user_item_matrix().astype(np.float64)
+    n_u = x.sum(1)
+    assert len(np.unique(n_u)) > 5
+    w = np.where(n_u > 0, np.maximum(n_u, 1) ** -0.5, 0.0)
+    w *= n_u.sum() / (w * n_u).sum()  # the trace of XᵀX is kept, so lambda means the same
+    gram = x.T @ (w[:, None] * x)
+    assert np.isclose(np.trace(gram), n_u.sum())
+    p, l2 = 0.5, 10.0
+    got = ease_weights(data, EaseConfig(l2=l2, dropout=p, user_weight_exponent=0.5, chunk_users=7))
+    penalty = np.diag(p / (1 - p) * np.diag(gram) + l2)
+    assert np.allclose((gram + penalty) @ got.astype(np.float64), gram, atol=1e-3)
+    unweighted = ease_weights(data, EaseConfig(l2=l2, dropout=p))
+    assert not np.allclose(got, unweighted, atol=1e-3)
+    with pytest.raises(ValueError, match="user_weight_exponent"):
+        ease_weights(data, EaseConfig(user_weight_exponent=-1.0))
+
+
 def test_dlae_is_the_least_squares_fit_under_dropout_noise(data: Interactions) -> None:
     from training.models.autoencoder import EaseConfig, ease_weights
 

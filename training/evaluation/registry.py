@@ -73,7 +73,15 @@ class ModelEntry:
 KNOWN: tuple[ModelEntry, ...] = (
     ModelEntry("two-tower", "training.models.two_tower:TwoTowerRecommender"),
     # The denoising linear autoencoder (Steck 2020) the pipeline serves as its item-to-item affinity.
-    ModelEntry("dlae", "training.models.autoencoder:EaseRecommender", {"config": {"dropout": 0.5}}),
+    ModelEntry(
+        "dlae",
+        "training.models.autoencoder:EaseRecommender",
+        {"config": {"dropout": 0.5, "user_weight_exponent": 0.5}},
+    ),
+    # The same without the user weighting (what the pipeline served until 2026-12-03), for comparison.
+    ModelEntry(
+        "dlae-unweighted", "training.models.autoencoder:EaseRecommender", {"config": {"dropout": 0.5}}, default=False
+    ),
     ModelEntry("dlrm", "training.models.dlrm:DlrmRecommender", retriever="two-tower"),
     ModelEntry("dlrm-rating", "training.models.dlrm:DlrmRecommender", {"config": {"objective": "rating"}}, "two-tower"),
     ModelEntry("wide-deep", "training.models.wide_deep:WideDeepRecommender", retriever="two-tower"),
