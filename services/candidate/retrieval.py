@@ -510,6 +510,16 @@ class Retriever:
             out.append(SourceList(SOURCE_POPULAR, extra, np.zeros(len(extra), dtype=np.float32), 0.0))
         return out
 
+    def warm_up(self) -> None:
+        """A known user's and a cold user's request, so that the first real ones do not pay the query tower's
+        first onnxruntime run (~10 ms) and the first calls of each search path."""
+        count = min(500, self.n)
+        known = next(iter(self.fallback.seen.user_pos), None)
+        recent = self._id_list[:3]
+        for user in ([known] if known is not None else []) + [""]:
+            self.retrieve(RetrievalQuery(user, recent, count))
+            self.retrieve(RetrievalQuery(user, [], count))
+
     def history_totals(self, user_id: str, recent_rows: np.ndarray) -> np.ndarray | None:
         """Every bundle item's item-to-item affinity with the user's whole history (the bundle's training
         interactions plus the fresh recent items): sum over history items h of W[h, item]. None without the

@@ -74,7 +74,9 @@ class CandidateApp(candidate_pb2_grpc.CandidateServiceServicer):
 
     def _build(self, bundle: Bundle) -> Retriever:
         faiss.omp_set_num_threads(1)
-        return Retriever.from_bundle(bundle, self.common.feature_repo, self.settings, self.read_features)
+        retriever = Retriever.from_bundle(bundle, self.common.feature_repo, self.settings, self.read_features)
+        retriever.warm_up()  # at start-up and before a bundle swap: no request meets a cold retriever
+        return retriever
 
     async def refresh(self) -> None:
         """Builds a newly published bundle to the side, replays the runtime changes, then swaps it in; requests
@@ -104,6 +106,9 @@ class CandidateApp(candidate_pb2_grpc.CandidateServiceServicer):
         removed = [i for i, c in changes.items() if c is None]
         if removed:
             retriever.remove(removed)
+
+    async def warm_up(self) -> None:
+        """Done as each bundle's retriever is built (`_build`)."""
 
     async def close(self) -> None:
         await self.refresher.stop()

@@ -50,6 +50,10 @@ class ServiceApp(Protocol):
     async def load(self) -> None:
         """Loads models, index and features; raises if the service cannot serve."""
 
+    async def warm_up(self) -> None:
+        """Runs representative work through what `load` built, so that the first real request does not pay
+        one-time costs (onnxruntime's first run, Feast's first read, connecting channels). Must not raise."""
+
     async def close(self) -> None:
         """Releases clients and pools."""
 
@@ -124,13 +128,19 @@ async def start_and_load(app: ServiceApp, host: str = "127.0.0.1", port: int = 0
     """Starts the server NOT_SERVING, loads the app, then flips health to SERVING."""
     running = await build_server(app, host, port)
     try:
-        await app.load()
+        await load_and_warm_up(app)
     except BaseException:
         await running.stop(0)
         raise
     freeze_loaded_heap()
     await running.set_serving(True)
     return running
+
+
+async def load_and_warm_up(app: ServiceApp) -> None:
+    """Loads the app, then warms it, so that the first request after SERVING is not the slowest one."""
+    await app.load()
+    await app.warm_up()
 
 
 def run_service(name: str, app: ServiceApp, settings: ServerSettings) -> None:
@@ -152,7 +162,7 @@ async def _serve_forever(name: str, app: ServiceApp, settings: ServerSettings) -
         loop.add_signal_handler(sig, stop.set)
     running = await build_server(app, settings.host, settings.port, settings.max_concurrent_rpcs)
     log.info("%s listening on %s:%d (NOT_SERVING while loading)", name, settings.host, running.port)
-    load = asyncio.create_task(app.load())
+    load = asyncio.create_task(load_and_warm_up(app))
     done, _ = await asyncio.wait({load, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
     if load in done and load.exception() is None:
         freeze_loaded_heap()

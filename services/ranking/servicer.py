@@ -78,7 +78,19 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
             backend = triton
         else:
             backend = await asyncio.to_thread(InProcessBackend, artifacts.onnx_path, artifacts.contract, self.compute)
-        return Loaded(bundle.version, encoder, backend)
+        loaded = Loaded(bundle.version, encoder, backend)
+        await self._warm_up(loaded)  # at start-up and before a bundle swap: no request meets a cold model
+        return loaded
+
+    async def _warm_up(self, loaded: Loaded) -> None:
+        """One batch of 500 items through the encoder and the backend: the first onnxruntime run (or Triton
+        call) costs several milliseconds more than the next ones."""
+        items = list(loaded.encoder.item_pos)[:500]
+        batch = partial(loaded.encoder.encode, UserRow(user_id=""), datetime.now(UTC), items)
+        try:
+            await loaded.backend.scores(batch, self.settings.backend_timeout_ms / 1000)
+        except Unavailable as exc:  # Triton not up yet: Rank is UNAVAILABLE until it is
+            log.info("ranking warm-up skipped: %s", exc.message)
 
     async def refresh(self) -> None:
         """Swaps in a newly published bundle, or else re-reads the item features once they were re-materialised."""
@@ -108,6 +120,9 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
         task = asyncio.create_task(close_later(backend.close, self.settings.grace_seconds))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+    async def warm_up(self) -> None:
+        """Done as each bundle's model is built (`_build`)."""
 
     async def close(self) -> None:
         await self.refresher.stop()

@@ -139,6 +139,18 @@ class Reranker:
             rel = (1.0 - affinity_weight) * rel + affinity_weight * scaled(item_affinity)
         return rel * self.rules.boost[rows]
 
+    def warm_up(self, graph_weight: float, affinity_weight: float) -> None:
+        """Each diversity method once over the first 200 items, with explanations, so that the first real
+        requests do not pay the first calls of each path."""
+        items = list(self.item_pos)[:200]
+        if not items:
+            return
+        scores = np.linspace(1.0, 0.0, len(items), dtype=np.float32)
+        affinity = np.zeros(len(items), dtype=np.float32)
+        for method in DiversityMethod:
+            self.rerank(items, scores, [], min(20, len(items)), 0.2, True, items[:3], "", method, graph_weight,
+                        affinity, affinity_weight)  # fmt: skip
+
     def rerank(
         self,
         item_ids: Sequence[str],

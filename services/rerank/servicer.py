@@ -50,6 +50,11 @@ class RerankApp(rerank_pb2_grpc.RerankServiceServicer):
         )
         log.info("rerank stage loaded bundle %s", self.reranker.version)
 
+    async def warm_up(self) -> None:
+        if self.reranker is not None:
+            s = self.settings
+            await asyncio.to_thread(self.reranker.warm_up, s.graph_weight, s.affinity_weight)
+
     async def close(self) -> None:
         self.compute.shutdown()
 

@@ -115,7 +115,7 @@ async def test_no_acknowledged_event_is_lost_or_duplicated_across_sigkill(
     clients = [asyncio.create_task(_client(address, c, 20, stop, acked)) for c in range(n_clients)]
     kills = 0
     started = time.monotonic()
-    while time.monotonic() - started < seconds:
+    while time.monotonic() - started < seconds or kills < 2:  # a slow host restarts slower: still kill twice
         await asyncio.sleep(3)
         proc = gateway_only.processes["gateway"]
         os.kill(proc.pid, signal.SIGKILL)  # no drain: calls in flight die mid-transaction
