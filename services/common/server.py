@@ -52,7 +52,8 @@ class ServiceApp(Protocol):
 
     async def warm_up(self) -> None:
         """Runs representative work through what `load` built, so that the first real request does not pay
-        one-time costs (onnxruntime's first run, Feast's first read, connecting channels). Must not raise."""
+        one-time costs (onnxruntime's first run, Feast's first read, connecting channels). A dependency that is
+        not up yet is logged and skipped; only a fault that would fail every request may raise (and fail the start)."""
 
     async def close(self) -> None:
         """Releases clients and pools."""

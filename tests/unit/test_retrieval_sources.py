@@ -280,3 +280,17 @@ def test_the_neighbour_table_changes_no_answer() -> None:
     for item in ("i3", "i9", "new-1"):
         assert with_table.similar_items(item, 30)[0] == searched.similar_items(item, 30)[0]
     assert "new-1" in with_table.similar_items("i3", 5)[0], "runtime items are merged into table answers"
+
+
+def test_warm_up_changes_no_answer_and_no_state() -> None:
+    """The start-up warm-up runs real requests through the retriever; it must leave nothing behind that a later
+    request could see: the same answers, the same runtime catalogue and the same totals cache."""
+    n = 300
+    weights = np.random.default_rng(7).normal(size=(n, n)).astype(np.float32)
+    warmed, cold = _retriever(n=n, item_affinity=weights), _retriever(n=n, item_affinity=weights)
+    cache_before = list(warmed._history_totals)
+    warmed.warm_up()
+    assert sorted(warmed._history_totals) == sorted(cache_before) and warmed.live.n_delta == 0
+    for q in (RetrievalQuery("u0", ["i3"], 100), RetrievalQuery("", [], 100), RetrievalQuery("new", ["i5"], 50)):
+        a, b = warmed.retrieve(q), cold.retrieve(q)
+        assert a.item_ids == b.item_ids and a.sources == b.sources and np.allclose(a.scores, b.scores)
