@@ -514,7 +514,10 @@ class Retriever:
         """A known user's and a cold user's request, so that the first real ones do not pay the query tower's
         first onnxruntime run (~10 ms) and the first calls of each search path."""
         count = min(500, self.n)
-        known = next(iter(self.fallback.seen.user_pos), None)
+        # A user whose history totals are cached already, so that the totals cache keeps its users and order.
+        with self._history_totals_lock:
+            cached = next(reversed(self._history_totals), None)
+        known = cached if cached is not None else next(iter(self.fallback.seen.user_pos), None)
         recent = self._id_list[:3]
         for user in ([known] if known is not None else []) + [""]:
             self.retrieve(RetrievalQuery(user, recent, count))

@@ -90,6 +90,16 @@ class RecommendPipeline:
 
     # -- Recommend -------------------------------------------------------------------------------------
 
+    async def read_features(self, user_id: str) -> common_pb2.UserFeatures:
+        """One user's online features, within `features_timeout_ms`; raises Unavailable or TimeoutError. A store
+        that hangs (e.g. an unreachable Redis with client retries) must not hold the caller: past the deadline
+        the read is abandoned (its thread finishes on its own)."""
+        loop = asyncio.get_running_loop()
+        return await asyncio.wait_for(
+            loop.run_in_executor(self._feature_reads, self.features.read, user_id),
+            self.settings.features_timeout_ms / 1000,
+        )
+
     async def recommend(self, request: gateway_pb2.RecommendRequest) -> gateway_pb2.RecommendResponse:
         s = self.settings
         user_id = check_id("user_id", request.user_id)
@@ -114,13 +124,7 @@ class RecommendPipeline:
         with self._stage("features", degraded, common_pb2.STAGE_FEATURES):
             try:
                 with TRACER.start_as_current_span("feast.read_user_features") as span:
-                    # A store that hangs (e.g. an unreachable Redis with client retries) must not hold the
-                    # request: past the deadline the read is abandoned (its thread finishes on its own).
-                    loop = asyncio.get_running_loop()
-                    user = await asyncio.wait_for(
-                        loop.run_in_executor(self._feature_reads, self.features.read, user_id),
-                        s.features_timeout_ms / 1000,
-                    )
+                    user = await self.read_features(user_id)
                     span.set_attribute("recsys.user.history_length", len(user.recent_item_ids))
             except (Unavailable, TimeoutError) as exc:
                 reason = exc.message if isinstance(exc, Unavailable) else f"no answer in {s.features_timeout_ms} ms"

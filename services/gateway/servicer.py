@@ -91,12 +91,15 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def warm_up(self) -> None:
         """One Feast read (the SDK's first costs ~20 ms more than the next) and a connection to each stage that
-        is already up; a stage that is not yet there is connected to by the first request, as without this."""
+        is already up. Neither holds back SERVING for long: the read has the requests' deadline, the connections
+        WARM_UP_CONNECT_S. (A stage that was down is then in its reconnect backoff, about 1 s, as after any
+        failed call.)"""
         if self.pipeline is not None:
             try:
-                await asyncio.to_thread(self.pipeline.features.read, "")
-            except Unavailable as exc:
-                log.warning("feature store not reachable at start-up: %s", exc.message)
+                await self.pipeline.read_features("")  # bounded as a request's read is
+            except (Unavailable, TimeoutError) as exc:
+                reason = exc.message if isinstance(exc, Unavailable) else "no answer in time"
+                log.warning("feature store not reachable at start-up: %s", reason)
         ready = [asyncio.wait_for(channel.channel_ready(), WARM_UP_CONNECT_S) for channel in self.channels.values()]
         outcomes = await asyncio.gather(*ready, return_exceptions=True)
         missing = [name for name, outcome in zip(self.channels, outcomes, strict=True) if outcome is not None]

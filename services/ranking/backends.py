@@ -24,6 +24,7 @@ from services.ranking import features as rf
 from services.ranking.serving import OUTPUT, input_specs
 
 TRACER = tracer(__name__)
+READY_TIMEOUT_S = 2.0  # how long a readiness check waits for Triton's answer
 
 
 class RankerBackend(Protocol):
@@ -89,10 +90,11 @@ class TritonBackend:
         self.model_version = str(model_version)
         self.specs = input_specs(contract)
 
-    async def check_ready(self) -> None:
-        """Fails unless the server has this bundle's model version loaded."""
+    async def check_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Fails unless the server has this bundle's model version loaded; a server that accepts the connection
+        but does not answer fails it too, within `timeout_s`."""
         try:
-            ready = await self.client.is_model_ready(self.model_name, self.model_version)
+            ready = await self.client.is_model_ready(self.model_name, self.model_version, client_timeout=timeout_s)
         except Exception as exc:  # tritonclient raises InferenceServerException and grpc errors
             raise Unavailable(f"Triton at {self.url} is unreachable: {exc}") from exc
         if not ready:

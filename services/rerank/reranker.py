@@ -146,9 +146,10 @@ class Reranker:
         if not items:
             return
         scores = np.linspace(1.0, 0.0, len(items), dtype=np.float32)
-        affinity = np.zeros(len(items), dtype=np.float32)
+        affinity = scores[::-1].copy()  # not constant, so that the affinity blend runs too
+        user = next(iter(self.graph.user_pos), "") if self.graph is not None else ""  # and the graph blend
         for method in DiversityMethod:
-            self.rerank(items, scores, [], min(20, len(items)), 0.2, True, items[:3], "", method, graph_weight,
+            self.rerank(items, scores, [], min(20, len(items)), 0.2, True, items[:3], user, method, graph_weight,
                         affinity, affinity_weight)  # fmt: skip
 
     def rerank(
