@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -232,6 +233,8 @@ async def test_feature_store_unreachable_answers_with_default_features(
         (repo / "feature_store.yaml").write_text(yaml.replace(online, redis))
         assert app.pipeline is not None
         app.pipeline.features = UserFeatureReader(repo, app.settings.user_feature_service)
+        # A restarted gateway's warm-up meets the same store: it gives up at the requests' deadline, not hangs.
+        await asyncio.wait_for(app.warm_up(), timeout=2.0)
         stub = gateway_pb2_grpc.GatewayServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{server.port}"))
         for user in ("196", "no-such-user"):
             # The features read has its own deadline: a hanging store does not hold the request (Redis'
