@@ -31,6 +31,7 @@ from services.ranking.local_triton import TRITON_VENV, LocalTriton
 from services.ranking.scorer import RankerArtifacts
 from services.ranking.servicer import RankingApp
 from services.ranking.settings import RankingSettings
+from services.stack import free_port
 from training.export import export_onnx, publish_to_triton_repository
 from training.models.ranker import MlpRankerModule, RankerConfig
 
@@ -181,4 +182,38 @@ async def test_triton_down_fails_fast_and_the_gateway_degrades(
         doomed.stop()
         if gateway is not None:
             await gateway.stop(0)
+        await ranking.stop(0)
+
+
+async def test_the_stage_starts_with_triton_down_and_ranks_once_it_is_up(artifacts, common_settings, tmp_path) -> None:
+    """Start-up (readiness check and warm-up) with no Triton at the address: the stage still comes up, Rank is
+    UNAVAILABLE; once a Triton serves there, Rank answers without a restart of the stage."""
+    port = free_port()
+    settings = RankingSettings(port=0, backend="triton", triton_url=f"127.0.0.1:{port}")
+    ranking = await asyncio.wait_for(start_and_load(RankingApp(settings, common_settings)), 120)  # never hangs
+    late = None
+    try:
+        stub = _stub(ranking)
+        request = ranking_pb2.RankRequest(user=USER, item_ids=ITEMS[:20])
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Rank(request)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "Triton" in info.value.details()
+        require((TRITON_VENV / "bin" / "python").exists(), "no CPU Triton environment; `make triton-env` builds it")
+        repo = tmp_path / "repo"
+        publish_to_triton_repository(
+            repo, artifacts.triton_model, artifacts.triton_version, artifacts.onnx_path, artifacts.contract
+        )
+        late = LocalTriton(repo, models=(artifacts.triton_model,), grpc_port=port, log_path=tmp_path / "t.log")
+        late.start()
+        deadline = time.monotonic() + 30
+        while True:  # the client reconnects with gRPC's backoff
+            try:
+                assert len((await stub.Rank(request)).scores) == 20
+                break
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline, exc
+                await asyncio.sleep(0.5)
+    finally:
+        if late is not None:
+            late.stop()
         await ranking.stop(0)
