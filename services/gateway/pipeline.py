@@ -91,14 +91,17 @@ class RecommendPipeline:
     # -- Recommend -------------------------------------------------------------------------------------
 
     async def read_features(self, user_id: str) -> common_pb2.UserFeatures:
-        """One user's online features, within `features_timeout_ms`; raises Unavailable or TimeoutError. A store
-        that hangs (e.g. an unreachable Redis with client retries) must not hold the caller: past the deadline
-        the read is abandoned (its thread finishes on its own)."""
+        """One user's online features, within `features_timeout_ms`; raises Unavailable otherwise. A store that
+        hangs (e.g. an unreachable Redis with client retries) must not hold the caller: past the deadline the
+        read is abandoned (its thread finishes on its own)."""
         loop = asyncio.get_running_loop()
-        return await asyncio.wait_for(
-            loop.run_in_executor(self._feature_reads, self.features.read, user_id),
-            self.settings.features_timeout_ms / 1000,
-        )
+        timeout_ms = self.settings.features_timeout_ms
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._feature_reads, self.features.read, user_id), timeout_ms / 1000
+            )
+        except TimeoutError as exc:
+            raise Unavailable(f"no answer in {timeout_ms} ms") from exc
 
     async def recommend(self, request: gateway_pb2.RecommendRequest) -> gateway_pb2.RecommendResponse:
         s = self.settings
@@ -126,9 +129,8 @@ class RecommendPipeline:
                 with TRACER.start_as_current_span("feast.read_user_features") as span:
                     user = await self.read_features(user_id)
                     span.set_attribute("recsys.user.history_length", len(user.recent_item_ids))
-            except (Unavailable, TimeoutError) as exc:
-                reason = exc.message if isinstance(exc, Unavailable) else f"no answer in {s.features_timeout_ms} ms"
-                log.warning("features degraded: %s", reason)
+            except Unavailable as exc:
+                log.warning("features degraded: %s", exc.message)
                 user = common_pb2.UserFeatures(user_id=user_id)
                 degraded.append(common_pb2.STAGE_FEATURES)
 

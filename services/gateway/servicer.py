@@ -97,9 +97,8 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
         if self.pipeline is not None:
             try:
                 await self.pipeline.read_features("")  # bounded as a request's read is
-            except (Unavailable, TimeoutError) as exc:
-                reason = exc.message if isinstance(exc, Unavailable) else "no answer in time"
-                log.warning("feature store not reachable at start-up: %s", reason)
+            except Unavailable as exc:
+                log.warning("feature store not reachable at start-up: %s", exc.message)
         ready = [asyncio.wait_for(channel.channel_ready(), WARM_UP_CONNECT_S) for channel in self.channels.values()]
         outcomes = await asyncio.gather(*ready, return_exceptions=True)
         missing = [name for name, outcome in zip(self.channels, outcomes, strict=True) if outcome is not None]

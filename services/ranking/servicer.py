@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -85,7 +86,7 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
     async def _warm_up(self, loaded: Loaded) -> None:
         """One batch of 500 items through the encoder and the backend: the first onnxruntime run (or Triton
         call) costs several milliseconds more than the next ones."""
-        items = list(loaded.encoder.item_pos)[:500]
+        items = list(itertools.islice(loaded.encoder.item_pos, 500))
         batch = partial(loaded.encoder.encode, UserRow(user_id=""), datetime.now(UTC), items)
         try:
             await loaded.backend.scores(batch, self.settings.backend_timeout_ms / 1000)

@@ -10,6 +10,7 @@ caps (relaxed only when the caps would leave the list short); assemble. Same inp
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -142,7 +143,7 @@ class Reranker:
     def warm_up(self, graph_weight: float, affinity_weight: float) -> None:
         """Each diversity method once over the first 200 items, with explanations, so that the first real
         requests do not pay the first calls of each path."""
-        items = list(self.item_pos)[:200]
+        items = list(itertools.islice(self.item_pos, 200))
         if not items:
             return
         scores = np.linspace(1.0, 0.0, len(items), dtype=np.float32)

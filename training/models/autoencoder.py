@@ -155,13 +155,22 @@ def ease_weights(data: Interactions, config: EaseConfig | None = None) -> np.nda
     gram = np.zeros((data.n_items, data.n_items), dtype=np.float64)
     order = np.argsort(data.user_idx, kind="stable")
     users, items = data.user_idx[order], data.item_idx[order]
-    user_weights = _user_weights(data, config.user_weight_exponent)
+    exponent = config.user_weight_exponent
+    interactions = weighted_interactions = 0.0  # sum_u n_u and sum_u w_u n_u, to keep the trace
     for start in range(0, data.n_users, config.chunk_users):
         lo, hi = np.searchsorted(users, [start, start + config.chunk_users])
         block = np.zeros((min(config.chunk_users, data.n_users - start), data.n_items), dtype=np.float32)
         block[users[lo:hi] - start, items[lo:hi]] = 1.0
-        weighted = block if user_weights is None else block * user_weights[start : start + len(block), None]
-        gram += weighted.T @ block
+        if exponent > 0:
+            per_user = block.sum(axis=1)  # distinct items: repeated pairs are one entry of the block
+            w = np.power(per_user, -exponent, where=per_user > 0, out=np.zeros_like(per_user))
+            interactions += float(per_user.sum())
+            weighted_interactions += float((w * per_user).sum())
+            gram += (block * w[:, None]).T @ block
+        else:
+            gram += block.T @ block
+    if weighted_interactions > 0:
+        gram *= interactions / weighted_interactions
     if config.dropout > 0:
         penalty = config.dropout / (1.0 - config.dropout) * np.diag(gram) + config.l2
         dlae = np.linalg.solve(gram + np.diag(penalty), gram)
@@ -170,17 +179,6 @@ def ease_weights(data: Interactions, config: EaseConfig | None = None) -> np.nda
     precision = np.linalg.inv(gram)
     weights = -precision / np.diag(precision)[None, :]
     np.fill_diagonal(weights, 0.0)
-    return weights.astype(np.float32)
-
-
-def _user_weights(data: Interactions, exponent: float) -> np.ndarray | None:
-    """n_u^-exponent per user (n_u: distinct items), scaled so that sum_u w_u n_u = sum_u n_u; None for 0."""
-    if exponent == 0:
-        return None
-    pairs = np.unique(data.user_idx * data.n_items + data.item_idx)
-    counts = np.bincount(pairs // data.n_items, minlength=data.n_users).astype(np.float64)
-    weights = np.where(counts > 0, np.maximum(counts, 1.0) ** -exponent, 0.0)
-    weights *= counts.sum() / max(float((weights * counts).sum()), 1e-12)
     return weights.astype(np.float32)
 
 
