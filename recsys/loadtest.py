@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +57,10 @@ async def run(
     timeout_s: float = 2.0,
     max_in_flight: int = 1000,
     seed: int = 0,
+    stop: Callable[[], bool] | None = None,
 ) -> LoadResult:
+    """Fires Recommend on a Poisson schedule for `duration_s`; `stop`, when given, ends the schedule early as
+    soon as it returns True (a fault test runs until its stage has recovered, however long a restart takes)."""
     rng = np.random.default_rng(seed)
     n = max(1, int(rate * duration_s))
     offsets = np.cumsum(rng.exponential(1.0 / rate, n))
@@ -90,11 +93,14 @@ async def run(
 
         tasks = []
         for at, u in zip(offsets.tolist(), picks.tolist(), strict=True):
+            if stop is not None and stop():
+                break
             delay = at - (time.perf_counter() - start)
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(at, users[u])))
         await asyncio.gather(*tasks)
+        result.scheduled = len(tasks)
         result.wall_s = time.perf_counter() - start
     return result
 
