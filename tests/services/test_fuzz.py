@@ -42,7 +42,7 @@ filters = st.builds(
 recommend = st.builds(
     gateway_pb2.RecommendRequest, user_id=ids, context=contexts, count=int32, filter=filters,
     exclude_item_ids=st.lists(ids, max_size=30), diversity=floats, explain=st.booleans(),
-    diversity_method=st.integers(0, 5), graph_weight=floats,
+    diversity_method=st.integers(0, 5), graph_weight=floats, affinity_weight=floats,
 )  # fmt: skip
 similar = st.builds(gateway_pb2.SimilarItemsRequest, item_id=ids, count=int32)
 events = st.builds(

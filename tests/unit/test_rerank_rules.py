@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from services.rerank.diversity import calibrated, dpp
+from services.rerank.explain import EXPLORATION_REASON, PINNED_REASON
 from services.rerank.reranker import DiversityMethod, GraphEmbeddings, Reranker
 from services.rerank.rules import BusinessRules, RulesError, compile_rules
 
@@ -175,3 +176,17 @@ def test_item_affinity_is_blended_into_the_relevance() -> None:
     assert top(0.0) == ["0", "1", "2"] and top(0.5, None) == ["0", "1", "2"]
     assert top(1.0) == ["39", "38", "37"]
     assert top(0.5, np.zeros(N, dtype=np.float32)) == ["0", "1", "2"], "a flat affinity changes nothing"
+
+
+def test_pinned_and_exploration_slots_say_why_they_are_there() -> None:
+    ids = [str(i) for i in range(N)]
+    scores = np.linspace(1.0, 0.0, N, dtype=np.float32)
+    pinned = _reranker(BusinessRules(pins=[{"item": "20", "position": 3}])).rerank(ids, scores, [], 10, 0.0, True, [])
+    assert ids[int(pinned.positions[3])] == "20" and pinned.reasons[3] == PINNED_REASON
+    assert PINNED_REASON not in pinned.reasons[:3] + pinned.reasons[4:]
+    explored = _reranker(BusinessRules(exploration={"share": 0.2, "long_tail_quantile": 0.5}))
+    out = explored.rerank(ids, scores, [], 10, 0.0, True, [])
+    slots = [j for j, why in enumerate(out.reasons) if why == EXPLORATION_REASON]
+    assert len(slots) == 2  # 20% of 10
+    assert all(int(ids[int(out.positions[j])]) >= N // 2 for j in slots)  # from the less popular half
+    assert all(out.reasons)
