@@ -66,6 +66,27 @@ class _Candidates:
     affinity: np.ndarray | None = None  # the candidate stage's item-to-item affinity, parallel to item_ids
 
 
+class Budget:
+    """What is left of one Recommend's latency budget. A stage's deadline is the smaller of its own and what is
+    left, less a reserve for each stage after it, so one slow stage cannot spend the time the others need."""
+
+    #: Below this a call cannot succeed; the stage is skipped and degraded instead of being called.
+    MIN_STAGE_S = 0.002
+
+    def __init__(self, total_s: float, reserve_s: float) -> None:
+        self.total_s = total_s
+        self.reserve_s = reserve_s
+        self.ends_at = time.monotonic() + total_s
+
+    def timeout_s(self, stage_timeout_ms: int, later_stages: int) -> float:
+        left = self.ends_at - time.monotonic() - self.reserve_s * (later_stages + 1)
+        return min(stage_timeout_ms / 1000, left)
+
+
+class NoBudgetLeft(Unavailable):
+    """A stage was skipped: the request's budget had no time left for it."""
+
+
 class RecommendPipeline:
     def __init__(
         self,
@@ -90,21 +111,42 @@ class RecommendPipeline:
 
     # -- Recommend -------------------------------------------------------------------------------------
 
-    async def read_features(self, user_id: str) -> common_pb2.UserFeatures:
-        """One user's online features, within `features_timeout_ms`; raises Unavailable otherwise. A store that
-        hangs (e.g. an unreachable Redis with client retries) must not hold the caller: past the deadline the
-        read is abandoned (its thread finishes on its own)."""
+    def budget(self, caller_timeout_s: float | None) -> Budget:
+        """The request's budget: `request_budget_ms`, or the caller's deadline when that is sooner."""
+        s = self.settings
+        total = s.request_budget_ms / 1000
+        if caller_timeout_s is not None:
+            total = min(total, caller_timeout_s)
+        return Budget(total, s.stage_reserve_ms / 1000)
+
+    def _stage_timeout_s(self, budget: Budget | None, stage_timeout_ms: int, later_stages: int) -> float:
+        """The deadline of the next stage call; raises NoBudgetLeft when too little time is left to make it."""
+        if budget is None:
+            return stage_timeout_ms / 1000
+        timeout = budget.timeout_s(stage_timeout_ms, later_stages)
+        if timeout < Budget.MIN_STAGE_S:
+            raise NoBudgetLeft(f"no time left in the request's {budget.total_s * 1000:.0f} ms budget")
+        return timeout
+
+    async def read_features(self, user_id: str, budget: Budget | None = None) -> common_pb2.UserFeatures:
+        """One user's online features, within `features_timeout_ms` (and the request's budget); raises
+        Unavailable otherwise. A store that hangs (e.g. an unreachable Redis with client retries) must not hold
+        the caller: past the deadline the read is abandoned (its thread finishes on its own)."""
         loop = asyncio.get_running_loop()
-        timeout_ms = self.settings.features_timeout_ms
+        timeout_s = self._stage_timeout_s(budget, self.settings.features_timeout_ms, later_stages=3)
         try:
             return await asyncio.wait_for(
-                loop.run_in_executor(self._feature_reads, self.features.read, user_id), timeout_ms / 1000
+                loop.run_in_executor(self._feature_reads, self.features.read, user_id), timeout_s
             )
         except TimeoutError as exc:
-            raise Unavailable(f"no answer in {timeout_ms} ms") from exc
+            raise Unavailable(f"no answer in {timeout_s * 1000:.0f} ms") from exc
 
-    async def recommend(self, request: gateway_pb2.RecommendRequest) -> gateway_pb2.RecommendResponse:
+    async def recommend(
+        self, request: gateway_pb2.RecommendRequest, caller_timeout_s: float | None = None
+    ) -> gateway_pb2.RecommendResponse:
+        """`caller_timeout_s`: the time left before the caller's deadline (None: the caller set none)."""
         s = self.settings
+        budget = self.budget(caller_timeout_s)
         user_id = check_id("user_id", request.user_id)
         count = check_count("count", request.count, s.max_count)
         exclude_ids = check_ids("exclude_item_ids", request.exclude_item_ids, MAX_EXCLUDED)
@@ -127,7 +169,7 @@ class RecommendPipeline:
         with self._stage("features", degraded, common_pb2.STAGE_FEATURES):
             try:
                 with TRACER.start_as_current_span("feast.read_user_features") as span:
-                    user = await self.read_features(user_id)
+                    user = await self.read_features(user_id, budget)
                     span.set_attribute("recsys.user.history_length", len(user.recent_item_ids))
             except Unavailable as exc:
                 log.warning("features degraded: %s", exc.message)
@@ -137,8 +179,9 @@ class RecommendPipeline:
         batch_ids = list(user.batch_item_ids)
         del user.batch_item_ids[:]  # the gateway's fallback only; the stages do not need it
         with self._stage("candidate", degraded, common_pb2.STAGE_CANDIDATE):
-            cands = await self._candidates(request, user, context, exclude_ids, degraded, batch_ids)
+            cands = await self._candidates(request, user, context, exclude_ids, degraded, batch_ids, budget)
         span = trace.get_current_span()
+        span.set_attribute("recsys.budget_ms", round(budget.total_s * 1000, 1))
         span.set_attribute("recsys.bundle_version", self.bundle_version)
         span.set_attribute("recsys.candidates.count", len(cands.item_ids))
         for source, n in Counter(cands.sources).items():
@@ -149,7 +192,7 @@ class RecommendPipeline:
         ids = np.asarray(cands.item_ids)
 
         with self._stage("ranking", degraded, common_pb2.STAGE_RANKING):
-            ranking = await self._rank(user, context, cands.item_ids, degraded)
+            ranking = await self._rank(user, context, cands.item_ids, degraded, budget)
         if ranking is None:
             order = np.arange(min(len(ids), s.ranked_count))
             relevance = cands.retrieval
@@ -169,6 +212,7 @@ class RecommendPipeline:
                 diversity,
                 request,
                 degraded,
+                budget,
             )
         chosen = order[picks]
         items = []
@@ -237,9 +281,11 @@ class RecommendPipeline:
         exclude_ids: list[str],
         degraded: list[common_pb2.Stage],
         batch_ids: list[str],
+        budget: Budget | None = None,
     ) -> _Candidates:
         s = self.settings
         try:
+            timeout_s = self._stage_timeout_s(budget, s.candidate_timeout_ms, later_stages=2)
             reply = await self.stages.candidate.Retrieve(
                 candidate_pb2.RetrieveRequest(
                     user_id=user.user_id,
@@ -250,7 +296,7 @@ class RecommendPipeline:
                     exclude_item_ids=exclude_ids,
                     count=s.candidate_count,
                 ),
-                timeout=s.candidate_timeout_ms / 1000,
+                timeout=timeout_s,
             )
             affinity = np.asarray(reply.affinity, dtype=np.float32)
             return _Candidates(
@@ -262,6 +308,9 @@ class RecommendPipeline:
             )
         except grpc.aio.AioRpcError as exc:
             log.warning("candidate stage degraded: %s %s", exc.code().name, exc.details())
+            degraded.append(common_pb2.STAGE_CANDIDATE)
+        except NoBudgetLeft as exc:
+            log.warning("candidate stage skipped: %s", exc.message)
             degraded.append(common_pb2.STAGE_CANDIDATE)
         fb = self.fallback
         allowed, _ = fb.candidate_mask(
@@ -291,14 +340,19 @@ class RecommendPipeline:
         context: common_pb2.RequestContext,
         item_ids: list[str],
         degraded: list[common_pb2.Stage],
+        budget: Budget | None = None,
     ) -> np.ndarray | None:
         try:
             reply = await self.stages.ranking.Rank(
                 ranking_pb2.RankRequest(user=user, context=context, item_ids=item_ids),
-                timeout=self.settings.ranking_timeout_ms / 1000,
+                timeout=self._stage_timeout_s(budget, self.settings.ranking_timeout_ms, later_stages=1),
             )
         except grpc.aio.AioRpcError as exc:
             log.warning("ranking stage degraded: %s %s", exc.code().name, exc.details())
+            degraded.append(common_pb2.STAGE_RANKING)
+            return None
+        except NoBudgetLeft as exc:
+            log.warning("ranking stage skipped: %s", exc.message)
             degraded.append(common_pb2.STAGE_RANKING)
             return None
         scores = np.asarray(reply.scores, dtype=np.float32)
@@ -319,9 +373,11 @@ class RecommendPipeline:
         diversity: float,
         request: gateway_pb2.RecommendRequest,
         degraded: list[common_pb2.Stage],
+        budget: Budget | None = None,
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         count = min(count, len(item_ids))
         try:
+            timeout_s = self._stage_timeout_s(budget, self.settings.rerank_timeout_ms, later_stages=0)
             reply = await self.stages.rerank.Rerank(
                 rerank_pb2.RerankRequest(
                     user_id=user.user_id,
@@ -337,7 +393,7 @@ class RecommendPipeline:
                     affinity=affinity.tolist() if affinity is not None else [],
                     affinity_weight=request.affinity_weight if request.HasField("affinity_weight") else None,
                 ),
-                timeout=self.settings.rerank_timeout_ms / 1000,
+                timeout=timeout_s,
             )
             picks = np.asarray(reply.indices, dtype=np.int64)
             if len(picks) == count and (picks >= 0).all() and (picks < len(item_ids)).all():
@@ -345,6 +401,8 @@ class RecommendPipeline:
             log.error("rerank returned %d valid positions for count %d", len(picks), count)
         except grpc.aio.AioRpcError as exc:
             log.warning("rerank stage degraded: %s %s", exc.code().name, exc.details())
+        except NoBudgetLeft as exc:
+            log.warning("rerank stage skipped: %s", exc.message)
         degraded.append(common_pb2.STAGE_RERANK)
         picks = np.arange(count)
         return picks, relevance[:count].astype(np.float32), [source_reason(sources[i]) for i in picks]

@@ -123,7 +123,7 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
     async def Recommend(
         self, request: gateway_pb2.RecommendRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.RecommendResponse:
-        reply = await self._ready().recommend(request)
+        reply = await self._ready().recommend(request, context.time_remaining())
         if self.impressions is not None:
             await self.impressions.submit(request.user_id, reply)
         return reply

@@ -26,6 +26,18 @@ class GatewaySettings(ServerSettings):
     candidate_timeout_ms: int = Field(300, ge=1, description="Deadline of a Retrieve call.")
     ranking_timeout_ms: int = Field(300, ge=1, description="Deadline of a Rank call.")
     rerank_timeout_ms: int = Field(300, ge=1, description="Deadline of a Rerank call.")
+    request_budget_ms: int = Field(
+        1000,
+        ge=1,
+        description="Longest a Recommend may take end to end; a caller's shorter deadline is the budget instead."
+        " Each stage gets the smaller of its own deadline and what is left of the budget.",
+    )
+    stage_reserve_ms: int = Field(
+        20,
+        ge=0,
+        description="Budget kept back per stage still to come (and for the answer) when a stage's deadline is"
+        " cut to what is left, so a stage that hangs degrades itself, not the ones after it.",
+    )
     candidate_count: int = Field(500, ge=1, description="Candidates retrieved per request.")
     ranked_count: int = Field(200, ge=1, description="Top-ranked candidates passed to rerank.")
     max_count: int = Field(100, ge=1, description="Largest `count` a client may ask for.")

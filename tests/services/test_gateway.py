@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from recsys.common.v1 import common_pb2
 from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from recsys.ranking.v1 import ranking_pb2_grpc
 from services.common.server import build_server, start_and_load
 from services.gateway.servicer import GatewayApp
 from services.gateway.user_features import UserFeatureReader
@@ -214,6 +216,45 @@ async def test_every_stage_down_still_answers_with_unseen_popular_items(gateway_
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="50", count=5))
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+class _HangingRanking(ranking_pb2_grpc.RankingServiceServicer):
+    """A ranking stage that accepts calls and never answers in time."""
+
+    async def Rank(self, request, context):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(30)
+
+
+async def test_the_request_budget_bounds_a_hanging_stage(stage_servers: Servers, common_settings, tmp_path) -> None:
+    """Ranking hangs and its own deadline (5 s) is longer than the caller's: the caller's deadline is the budget,
+    so ranking is cut short and the answer (degraded, in retrieval order) arrives in time. Without a caller
+    deadline, `request_budget_ms` bounds it the same way."""
+    hanging = grpc.aio.server()
+    ranking_pb2_grpc.add_RankingServiceServicer_to_server(_HangingRanking(), hanging)
+    port = hanging.add_insecure_port("127.0.0.1:0")
+    await hanging.start()
+    servers = []
+    try:
+        for budget_ms, caller_timeout in ((5000, 1.5), (600, None)):
+            settings = gateway_settings(
+                stage_servers, tmp_path, ranking_address=f"127.0.0.1:{port}", ranking_timeout_ms=5000,
+                request_budget_ms=budget_ms,
+            )  # fmt: skip
+            server = await start_and_load(GatewayApp(settings, common_settings))
+            servers.append(server)
+            stub = gateway_pb2_grpc.GatewayServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{server.port}"))
+            request = gateway_pb2.RecommendRequest(user_id="196", count=10, diversity=0.0)
+            started = time.monotonic()
+            reply = await stub.Recommend(request, timeout=caller_timeout)  # DEADLINE_EXCEEDED without a budget
+            elapsed = time.monotonic() - started
+            assert STAGE.Value("STAGE_RANKING") in reply.degraded_stages, (budget_ms, caller_timeout)
+            assert len(reply.items) == 10 and len({i.item_id for i in reply.items}) == 10
+            # Well before ranking's own 5 s deadline (the host's own delays get 0.4 s of slack).
+            assert elapsed < (caller_timeout or budget_ms / 1000 + 0.4), elapsed
+    finally:
+        for server in servers:
+            await server.stop(0)
+        await hanging.stop(0)
 
 
 async def test_feature_store_unreachable_answers_with_default_features(
