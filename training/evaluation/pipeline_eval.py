@@ -61,7 +61,7 @@ SWEEP_METRICS = (
     "miscalibration@10",
 )
 #: The rerank stage's trade-off, measured on the same ranked candidates: every method at each strength.
-DIVERSITY_SWEEP = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+DIVERSITY_SWEEP = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 #: The graph-affinity weight's effect, at diversity 0 (so only the blend changes the order).
 GRAPH_SWEEP = (0.0, 0.1, 0.3, 0.5)
 #: The item-to-item (EASE) affinity weight's effect, at diversity 0 and the default graph weight.

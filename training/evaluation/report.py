@@ -223,7 +223,7 @@ def _plot_diversity(sweep: list[dict[str, Any]], out_dir: Path, plt: Any) -> str
         ax.set_ylabel("NDCG@10")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Rerank: accuracy against diversity as the strength goes from 0 to 0.9 (labels)")
+    fig.suptitle("Rerank: accuracy against diversity as the strength goes from 0 to 1 (labels)")
     fig.tight_layout()
     fig.savefig(out_dir / DIVERSITY_PNG, dpi=110)
     plt.close(fig)
