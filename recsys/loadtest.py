@@ -66,7 +66,7 @@ async def run(
     offsets = np.cumsum(rng.exponential(1.0 / rate, n))
     offsets = offsets[offsets < duration_s]
     picks = rng.integers(0, len(users), len(offsets))
-    result = LoadResult(scheduled=len(offsets))
+    result = LoadResult()
     in_flight = asyncio.Semaphore(max_in_flight)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)

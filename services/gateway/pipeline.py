@@ -39,7 +39,8 @@ from services.gateway.user_features import UserFeatureReader
 
 log = logging.getLogger(__name__)
 TRACER = tracer(__name__)
-#: What each stage falls back to when it is down (the `fallback` attribute of recsys.fallbacks).
+#: What each stage falls back to when it is down (the `fallback` attribute of recsys.fallbacks), in request
+#: order: the budget reserves time for the stages after each one.
 FALLBACKS = {
     "features": "default_features",
     "candidate": "batch_or_popular",
@@ -66,6 +67,10 @@ class _Candidates:
     affinity: np.ndarray | None = None  # the candidate stage's item-to-item affinity, parallel to item_ids
 
 
+class NoBudgetLeft(Unavailable):
+    """A stage was skipped: the request's budget had no time left for it."""
+
+
 class Budget:
     """What is left of one Recommend's latency budget. A stage's deadline is the smaller of its own and what is
     left, less a reserve for each stage after it, so one slow stage cannot spend the time the others need."""
@@ -78,13 +83,22 @@ class Budget:
         self.reserve_s = reserve_s
         self.ends_at = time.monotonic() + total_s
 
-    def timeout_s(self, stage_timeout_ms: int, later_stages: int) -> float:
+    def stage_timeout_s(self, stage: str, stage_timeout_ms: int) -> float:
+        """The deadline of `stage`'s call (a key of FALLBACKS, in request order); raises NoBudgetLeft when too
+        little time is left to make it."""
+        later_stages = len(FALLBACKS) - 1 - list(FALLBACKS).index(stage)
         left = self.ends_at - time.monotonic() - self.reserve_s * (later_stages + 1)
-        return min(stage_timeout_ms / 1000, left)
+        timeout = min(stage_timeout_ms / 1000, left)
+        if timeout < self.MIN_STAGE_S:
+            raise NoBudgetLeft(f"no time left in the request's {self.total_s * 1000:.0f} ms budget")
+        return timeout
 
 
-class NoBudgetLeft(Unavailable):
-    """A stage was skipped: the request's budget had no time left for it."""
+def _failure(exc: grpc.aio.AioRpcError | NoBudgetLeft) -> str:
+    """Why a stage call failed or was skipped, for the log."""
+    if isinstance(exc, NoBudgetLeft):
+        return f"skipped: {exc.message}"
+    return f"{exc.code().name} {exc.details()}"
 
 
 class RecommendPipeline:
@@ -119,21 +133,12 @@ class RecommendPipeline:
             total = min(total, caller_timeout_s)
         return Budget(total, s.stage_reserve_ms / 1000)
 
-    def _stage_timeout_s(self, budget: Budget | None, stage_timeout_ms: int, later_stages: int) -> float:
-        """The deadline of the next stage call; raises NoBudgetLeft when too little time is left to make it."""
-        if budget is None:
-            return stage_timeout_ms / 1000
-        timeout = budget.timeout_s(stage_timeout_ms, later_stages)
-        if timeout < Budget.MIN_STAGE_S:
-            raise NoBudgetLeft(f"no time left in the request's {budget.total_s * 1000:.0f} ms budget")
-        return timeout
-
-    async def read_features(self, user_id: str, budget: Budget | None = None) -> common_pb2.UserFeatures:
+    async def read_features(self, user_id: str, budget: Budget) -> common_pb2.UserFeatures:
         """One user's online features, within `features_timeout_ms` (and the request's budget); raises
         Unavailable otherwise. A store that hangs (e.g. an unreachable Redis with client retries) must not hold
         the caller: past the deadline the read is abandoned (its thread finishes on its own)."""
         loop = asyncio.get_running_loop()
-        timeout_s = self._stage_timeout_s(budget, self.settings.features_timeout_ms, later_stages=3)
+        timeout_s = budget.stage_timeout_s("features", self.settings.features_timeout_ms)
         try:
             return await asyncio.wait_for(
                 loop.run_in_executor(self._feature_reads, self.features.read, user_id), timeout_s
@@ -281,11 +286,11 @@ class RecommendPipeline:
         exclude_ids: list[str],
         degraded: list[common_pb2.Stage],
         batch_ids: list[str],
-        budget: Budget | None = None,
+        budget: Budget,
     ) -> _Candidates:
         s = self.settings
         try:
-            timeout_s = self._stage_timeout_s(budget, s.candidate_timeout_ms, later_stages=2)
+            timeout_s = budget.stage_timeout_s("candidate", s.candidate_timeout_ms)
             reply = await self.stages.candidate.Retrieve(
                 candidate_pb2.RetrieveRequest(
                     user_id=user.user_id,
@@ -306,11 +311,8 @@ class RecommendPipeline:
                 reply.cold_start,
                 affinity if len(affinity) == len(reply.item_ids) and len(affinity) else None,
             )
-        except grpc.aio.AioRpcError as exc:
-            log.warning("candidate stage degraded: %s %s", exc.code().name, exc.details())
-            degraded.append(common_pb2.STAGE_CANDIDATE)
-        except NoBudgetLeft as exc:
-            log.warning("candidate stage skipped: %s", exc.message)
+        except (grpc.aio.AioRpcError, NoBudgetLeft) as exc:
+            log.warning("candidate stage degraded: %s", _failure(exc))
             degraded.append(common_pb2.STAGE_CANDIDATE)
         fb = self.fallback
         allowed, _ = fb.candidate_mask(
@@ -340,19 +342,15 @@ class RecommendPipeline:
         context: common_pb2.RequestContext,
         item_ids: list[str],
         degraded: list[common_pb2.Stage],
-        budget: Budget | None = None,
+        budget: Budget,
     ) -> np.ndarray | None:
         try:
             reply = await self.stages.ranking.Rank(
                 ranking_pb2.RankRequest(user=user, context=context, item_ids=item_ids),
-                timeout=self._stage_timeout_s(budget, self.settings.ranking_timeout_ms, later_stages=1),
+                timeout=budget.stage_timeout_s("ranking", self.settings.ranking_timeout_ms),
             )
-        except grpc.aio.AioRpcError as exc:
-            log.warning("ranking stage degraded: %s %s", exc.code().name, exc.details())
-            degraded.append(common_pb2.STAGE_RANKING)
-            return None
-        except NoBudgetLeft as exc:
-            log.warning("ranking stage skipped: %s", exc.message)
+        except (grpc.aio.AioRpcError, NoBudgetLeft) as exc:
+            log.warning("ranking stage degraded: %s", _failure(exc))
             degraded.append(common_pb2.STAGE_RANKING)
             return None
         scores = np.asarray(reply.scores, dtype=np.float32)
@@ -373,11 +371,11 @@ class RecommendPipeline:
         diversity: float,
         request: gateway_pb2.RecommendRequest,
         degraded: list[common_pb2.Stage],
-        budget: Budget | None = None,
+        budget: Budget,
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         count = min(count, len(item_ids))
         try:
-            timeout_s = self._stage_timeout_s(budget, self.settings.rerank_timeout_ms, later_stages=0)
+            timeout_s = budget.stage_timeout_s("rerank", self.settings.rerank_timeout_ms)
             reply = await self.stages.rerank.Rerank(
                 rerank_pb2.RerankRequest(
                     user_id=user.user_id,
@@ -399,10 +397,8 @@ class RecommendPipeline:
             if len(picks) == count and (picks >= 0).all() and (picks < len(item_ids)).all():
                 return picks, np.asarray(reply.scores, dtype=np.float32), list(reply.reasons) or [""] * count
             log.error("rerank returned %d valid positions for count %d", len(picks), count)
-        except grpc.aio.AioRpcError as exc:
-            log.warning("rerank stage degraded: %s %s", exc.code().name, exc.details())
-        except NoBudgetLeft as exc:
-            log.warning("rerank stage skipped: %s", exc.message)
+        except (grpc.aio.AioRpcError, NoBudgetLeft) as exc:
+            log.warning("rerank stage degraded: %s", _failure(exc))
         degraded.append(common_pb2.STAGE_RERANK)
         picks = np.arange(count)
         return picks, relevance[:count].astype(np.float32), [source_reason(sources[i]) for i in picks]

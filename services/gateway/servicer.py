@@ -96,7 +96,7 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
         failed call.)"""
         if self.pipeline is not None:
             try:
-                await self.pipeline.read_features("")  # bounded as a request's read is
+                await self.pipeline.read_features("", self.pipeline.budget(None))  # bounded as a request's read is
             except Unavailable as exc:
                 log.warning("feature store not reachable at start-up: %s", exc.message)
         ready = [asyncio.wait_for(channel.channel_ready(), WARM_UP_CONNECT_S) for channel in self.channels.values()]
