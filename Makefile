@@ -23,12 +23,13 @@ help: ## List the targets
 	@grep -hE '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 run: $(BUNDLE) $(STAMP_FEAST) $(STAMP_BATCH) ## Build what is missing, start the four services, print recommendations, serve until Ctrl-C
-	$(BIN)/python -m services.stack $(RUN_ARGS)
+	$(BIN)/python -m tools.stack $(RUN_ARGS)
 
 test: $(BUNDLE) $(STAMP_FEAST) $(STAMP_TRITON) ## Lint, type-check, check generated code, run the test suite
 	$(BIN)/python scripts/gen_protos.py --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -59,7 +60,7 @@ $(STAMP_FEAST): $(STAMP_DATA) features/*.py features/feature_store.yaml
 train: $(BUNDLE) ## Train every served model (Ray Train jobs on a local Ray) and publish a model bundle
 # Training reads through Feast (the registry must exist); the embedded event log is snapshotted first so a
 # retrain learns from the feedback recorded so far.
-$(BUNDLE): $(STAMP_FEAST) training/*.py training/models/*.py training/data/*.py services/ranking/features.py
+$(BUNDLE): $(STAMP_FEAST) artifacts/*.py training/*.py training/models/*.py training/data/*.py
 	$(BIN)/python -m training.data.event_export
 	$(BIN)/python -m training.pipeline $(TRAIN_ARGS)
 
@@ -76,17 +77,18 @@ $(STAMP_TRITON): requirements-triton.txt
 	touch $@
 
 triton: $(BUNDLE) $(STAMP_TRITON) ## Serve var/bundles/triton on a local CPU Triton (gRPC 8001) for RECSYS_RANKING_BACKEND=triton
-	$(BIN)/python -m services.ranking.local_triton
+	$(BIN)/python -m tools.local_triton
 
 stack: ## Start the stack without the demo output
-	$(BIN)/python -m services.stack --no-demo
+	$(BIN)/python -m tools.stack --no-demo
 
 protos: $(STAMP_VENV) ## Regenerate the Python gRPC code from protos/
 	$(BIN)/python scripts/gen_protos.py
 
-lint: $(STAMP_VENV) ## ruff check + format check
+lint: $(STAMP_VENV) ## ruff check + format check + the layer contracts (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP_VENV) ## mypy on the code we own
 	$(BIN)/mypy

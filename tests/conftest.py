@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from services.common.bundle import Bundle, load_current
+from artifacts.bundle import Bundle, load_current
 from services.common.settings import CommonSettings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from services.common import bundle as bundle_format
+from artifacts import bundle as bundle_format
+from artifacts.bundle import RETRIEVAL_COMPONENT, SEGMENTS_COMPONENT
 from services.common.settings import CommonSettings
 from training.data.training_data import FEATURE_REPO
 
@@ -67,8 +68,6 @@ def top_k_block(batch: dict[str, np.ndarray], retrieval_path: str, k: int, segme
 
 def user_segments(bundle: bundle_format.Bundle, user_ids: np.ndarray) -> np.ndarray:
     """Each retrieval user's segment in the bundle's `segments` component; -1 where it has none."""
-    from services.candidate.retrieval import SEGMENTS_COMPONENT  # the driver only; Ray workers need not load it
-
     out = np.full(len(user_ids), -1, dtype=np.int64)
     if SEGMENTS_COMPONENT not in bundle.manifest.components:
         return out
@@ -84,7 +83,7 @@ def run(bundle: bundle_format.Bundle, repo_path: Path, k: int, address: str | No
     from feast import FeatureStore
     from feast.data_source import PushMode
 
-    retrieval_path = str(bundle.path / bundle.manifest.components["retrieval"]["file"])
+    retrieval_path = str(bundle.path / bundle.manifest.components[RETRIEVAL_COMPONENT]["file"])
     user_ids = _retrieval(retrieval_path)["user_ids"]
     n_users = len(user_ids)
     segments = user_segments(bundle, user_ids)

@@ -1,6 +1,6 @@
 """Export of the trained ranker: an ONNX file for the bundle and a Triton model repository.
 
-The ONNX model takes the tensors named in services/ranking/serving.py with a dynamic batch dimension and
+The ONNX model takes the tensors named in artifacts/ranker_signature.py with a dynamic batch dimension and
 returns the probability of a positive interaction. The Triton repository (`<bundle_dir>/triton/`) gets one
 version directory per bundle (`<model>/<int version>/model.onnx`) next to a config.pbtxt generated from the
 feature contract; Kubernetes mounts that folder into Triton (see docs/deployment.md).
@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from services.ranking import features as rf
-from services.ranking.serving import OUTPUT, input_specs, triton_config
+from artifacts import ranker_features as rf
+from artifacts.ranker_signature import OUTPUT, input_specs, triton_config
+from artifacts.tower_inputs import ITEM_INPUTS, ITEM_OUTPUT
 
 
 class _Probability(nn.Module):
@@ -75,10 +76,6 @@ def publish_to_triton_repository(
     return target
 
 
-ITEM_TOWER_INPUTS = ("ids", "genres", "years", "titles")
-ITEM_TOWER_OUTPUT = "item"
-
-
 class _ItemTowerContent(nn.Module):
     """Serving wrapper: the item tower on explicit content tensors (not the catalogue buffers), so a service
     can embed an item that was not in the catalogue at training time (id 0 = unknown)."""
@@ -111,9 +108,9 @@ def export_item_tower_onnx(item_tower: nn.Module, n_genres: int, title_tokens: i
             wrapper,
             example,
             str(path),
-            input_names=list(ITEM_TOWER_INPUTS),
-            output_names=[ITEM_TOWER_OUTPUT],
-            dynamic_axes={name: {0: "batch"} for name in [*ITEM_TOWER_INPUTS, ITEM_TOWER_OUTPUT]},
+            input_names=list(ITEM_INPUTS),
+            output_names=[ITEM_OUTPUT],
+            dynamic_axes={name: {0: "batch"} for name in [*ITEM_INPUTS, ITEM_OUTPUT]},
             opset_version=17,
             dynamo=False,
         )

@@ -14,7 +14,7 @@ feedback log, training/data/training_data.py), then trains, each as a Ray Train 
    candidate service scores every candidate against the user's whole history with them, and the rerank stage
    blends that affinity in.
 
-The bundle (services/common/bundle.py) is published atomically; services switch to it without a restart.
+The bundle (artifacts/bundle.py) is published atomically; services switch to it without a restart.
 """
 
 from __future__ import annotations
@@ -34,13 +34,24 @@ from typing import Any, Protocol
 import numpy as np
 from torch import nn
 
-from services.candidate.index import AnnIndex, choose_spec, default_index_contract
-from services.candidate.retrieval import INDEX_COMPONENT
+from artifacts import bundle as bundle_format
+from artifacts import tower_inputs
+from artifacts.ann_index import AnnIndex, choose_spec, default_index_contract
+from artifacts.bundle import (
+    AFFINITY_COMPONENT,
+    AFFINITY_CONTRACT,
+    GRAPH_COMPONENT,
+    INDEX_COMPONENT,
+    ITEM_TOWER_COMPONENT,
+    QUERY_TOWER_COMPONENT,
+    RANKER_COMPONENT,
+    RETRIEVAL_COMPONENT,
+    RETRIEVAL_CONTRACT,
+    SEGMENTS_COMPONENT,
+)
+from artifacts.ranker_signature import MODEL_NAME, OUTPUT, input_specs, triton_version
 from services.candidate.settings import CandidateSettings
-from services.common import bundle as bundle_format
-from services.common.retrieval_data import AFFINITY_COMPONENT, AFFINITY_CONTRACT, RETRIEVAL_CONTRACT
 from services.common.settings import CommonSettings
-from services.ranking.serving import MODEL_NAME, OUTPUT, input_specs, triton_version
 from training.data.feast_dataset import dataset_to_interactions, load_training_dataset, to_interactions, training_frame
 from training.data.interactions import Interactions, load_offline
 from training.data.offline import RECENT_POPULARITY_WEEKS
@@ -279,7 +290,7 @@ def train_and_publish(
             datetime.fromtimestamp(int(data.timestamps.max()), UTC).isoformat(),
         ),
         components={
-            "retrieval": {
+            RETRIEVAL_COMPONENT: {
                 "file": "retrieval.npz",
                 "contract": {
                     **RETRIEVAL_CONTRACT,
@@ -290,33 +301,33 @@ def train_and_publish(
                 },
                 "config": asdict(config.retrieval),
             },
-            "query_tower": {
+            QUERY_TOWER_COMPONENT: {
                 "file": "query_tower.onnx",
                 "contract": {
-                    "inputs": list(tt.QUERY_INPUTS),
-                    "output": tt.QUERY_OUTPUT,
+                    "inputs": list(tower_inputs.QUERY_INPUTS),
+                    "output": tower_inputs.QUERY_OUTPUT,
                     "dim": dim,
                     "history_len": config.retrieval.history_len,
                     "unknown_user": -1,  # the user row to feed for users the model has not seen
-                    "age_buckets": list(tt.AGE_BUCKETS),
-                    "genders": list(tt.GENDERS),
+                    "age_buckets": list(tower_inputs.AGE_BUCKETS),
+                    "genders": list(tower_inputs.GENDERS),
                     "occupations": list(retrieval.vocab.occupations),
-                    "devices": list(tt.DEVICES),
+                    "devices": list(tower_inputs.DEVICES),
                 },
             },
-            "item_tower": {
+            ITEM_TOWER_COMPONENT: {
                 "file": "item_tower.onnx",
                 "contract": {
-                    "inputs": ["ids", "genres", "years", "titles"],
-                    "output": "item",
+                    "inputs": list(tower_inputs.ITEM_INPUTS),
+                    "output": tower_inputs.ITEM_OUTPUT,
                     "dim": dim,
                     "genres": list(retrieval.vocab.genres),
                     "title_buckets": config.retrieval.title_buckets,
                     "title_tokens": config.retrieval.title_tokens,
-                    "year_edges": list(tt.YEAR_EDGES),
+                    "year_edges": list(tower_inputs.YEAR_EDGES),
                 },
             },
-            "ranker": {
+            RANKER_COMPONENT: {
                 "file": "ranker.onnx",
                 "contract": {
                     "model": MODEL_NAME,
@@ -329,12 +340,12 @@ def train_and_publish(
                 },
                 "config": asdict(ranker_cfg),
             },
-            "graph": {
+            GRAPH_COMPONENT: {
                 "file": "graph.npz",
                 "contract": {"model": "lightgcn", "dim": int(graph_items.shape[1])},
                 "config": asdict(config.graph),
             },
-            "segments": {
+            SEGMENTS_COMPONENT: {
                 "file": "segments.npz",
                 "contract": {"k": int(segments.centroids.shape[0]), "space": "retrieval.user_vectors"},
                 "config": asdict(config.segments),

@@ -11,7 +11,7 @@ import logging
 import time
 from pathlib import Path
 
-from services.common.settings import DEFAULT_VAR
+from artifacts.paths import DEFAULT_VAR
 from training.data.event_export import FILE_NAME as FEEDBACK_FILE
 from training.data.event_export import empty_events, write_events
 from training.data.movielens import DatasetError, load_movielens_100k

@@ -39,7 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from services.common.settings import DEFAULT_VAR, REPO_ROOT, CommonSettings
+from artifacts.paths import DEFAULT_VAR, REPO_ROOT
+from services.common.settings import CommonSettings
 from training.data.interactions import Interactions
 from training.loop import LocalContext, unwrap
 

@@ -15,7 +15,7 @@ from functools import cached_property
 
 import numpy as np
 
-from services.candidate.index import RowFilter
+from artifacts.ann_index import RowFilter
 
 
 @dataclass(frozen=True)

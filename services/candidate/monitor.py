@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from services.candidate.index import AnnIndex
+from artifacts.ann_index import AnnIndex
 from services.candidate.retrieval import AnnProbe
 from services.common.telemetry import metrics
 

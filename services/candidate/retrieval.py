@@ -13,7 +13,7 @@ Sources, merged with quotas (settings) and provenance (services/candidate/source
   - POPULAR (or TRENDING with cold_start_source=trending): fills what the others leave empty; the whole
     answer for a cold-start user.
 Every source searches with the same filter (genres, exclusions, seen items, removed items), inside the index
-where possible (services/candidate/index.py), so a strict filter still returns `count` items whenever that
+where possible (artifacts/ann_index.py), so a strict filter still returns `count` items whenever that
 many qualify.
 """
 
@@ -30,8 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.common.v1 import common_pb2
-from services.candidate.index import (
+from artifacts.ann_index import (
     AnnIndex,
     IndexSpec,
     NeighbourTable,
@@ -40,22 +39,25 @@ from services.candidate.index import (
     top_k,
     top_k_rows,
 )
+from artifacts.bundle import (
+    AFFINITY_COMPONENT,
+    AFFINITY_CONTRACT,
+    INDEX_COMPONENT,
+    ITEM_TOWER_COMPONENT,
+    QUERY_TOWER_COMPONENT,
+    RETRIEVAL_COMPONENT,
+    RETRIEVAL_CONTRACT,
+    SEGMENTS_COMPONENT,
+    Bundle,
+)
+from recsys.common.v1 import common_pb2
 from services.candidate.live import FilterKey, FilterMasks, ItemContent, LiveItems
 from services.candidate.settings import CandidateSettings
 from services.candidate.sources import SourceList, first_occurrences, merge
-from services.candidate.towers import ITEM_TOWER_COMPONENT, QUERY_TOWER_COMPONENT, ItemTower, QueryTower
-from services.common.bundle import Bundle
+from services.candidate.towers import ItemTower, QueryTower
 from services.common.catalogue import Catalogue, ItemFeatureReader, read_item_features
 from services.common.errors import NotFound
-from services.common.retrieval_data import (
-    AFFINITY_COMPONENT,
-    AFFINITY_CONTRACT,
-    RETRIEVAL_COMPONENT,
-    RETRIEVAL_CONTRACT,
-    check_genres,
-    fallback_from_arrays,
-    has_bias_column,
-)
+from services.common.retrieval_data import check_genres, fallback_from_arrays, has_bias_column
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,6 @@ SOURCE_SEGMENT = common_pb2.CANDIDATE_SOURCE_SEGMENT_POPULAR
 SOURCE_TRENDING = common_pb2.CANDIDATE_SOURCE_TRENDING
 SOURCE_FRESH = common_pb2.CANDIDATE_SOURCE_FRESH
 SOURCE_AFFINITY = common_pb2.CANDIDATE_SOURCE_HISTORY_AFFINITY
-SEGMENTS_COMPONENT = "segments"
-INDEX_COMPONENT = "item_index"  # the Faiss index over the retrieval item vectors, as training built it
 
 
 @dataclass(frozen=True)

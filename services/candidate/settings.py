@@ -46,7 +46,7 @@ class CandidateSettings(ServerSettings):
     exact_filter_max_rows: int = Field(
         20_000, ge=0, description="A filter passing at most this many items is answered by exact search over them."
     )
-    # Item-to-item queries read precomputed neighbour lists instead of searching (services/candidate/index.py,
+    # Item-to-item queries read precomputed neighbour lists instead of searching (artifacts/ann_index.py,
     # NeighbourTable): width x 8 bytes per item and one n x n product at load (10k items: 20 MB, ~1 s).
     neighbour_table_max_items: int = Field(
         10_000, ge=0, description="Precompute each item's nearest items for catalogues up to this size (0 = off)."

@@ -2,7 +2,7 @@
 
 The query tower turns what a user did a second ago into a query vector without retraining; the item tower
 embeds an item added at runtime from its content. Both encode their inputs exactly as training does
-(training/models/two_tower.py), reading every vocabulary from the bundle contract rather than hard-coding it.
+(artifacts/tower_inputs.py), reading every vocabulary from the bundle contract rather than hard-coding it.
 """
 
 from __future__ import annotations
@@ -14,16 +14,22 @@ from typing import Any
 
 import numpy as np
 
+from artifacts.bundle import ITEM_TOWER_COMPONENT, QUERY_TOWER_COMPONENT
+from artifacts.tower_inputs import (
+    AGE_BUCKETS,
+    DEVICES,
+    GENDERS,
+    ITEM_INPUTS,
+    ITEM_OUTPUT,
+    QUERY_INPUTS,
+    QUERY_OUTPUT,
+    YEAR_EDGES,
+    context_indices,
+    genre_multi_hot,
+    title_tokens,
+    year_buckets,
+)
 from recsys.common.v1 import common_pb2
-
-QUERY_TOWER_COMPONENT = "query_tower"
-ITEM_TOWER_COMPONENT = "item_tower"
-QUERY_INPUTS = ("user", "demographics", "context", "history", "history_length")
-ITEM_INPUTS = ("ids", "genres", "years", "titles")
-# As training.models.two_tower (GENDERS, DEVICES, AGE_BUCKETS); used only when a contract leaves them out.
-DEFAULT_GENDERS = ("M", "F")
-DEFAULT_DEVICES = ("unknown", "mobile", "desktop", "tv")
-DEFAULT_AGE_BUCKETS = (0, 18, 25, 35, 45, 50, 56)
 
 
 def _session(path: Path, threads: int) -> Any:
@@ -55,14 +61,14 @@ class QueryTower:
 
     def __init__(self, path: Path, contract: Mapping[str, Any], threads: int = 1) -> None:
         self.inputs = tuple(contract.get("inputs") or QUERY_INPUTS)
-        self.output = str(contract.get("output") or "query")
+        self.output = str(contract.get("output") or QUERY_OUTPUT)
         self.history_len = int(contract["history_len"])
         self.dim = int(contract["dim"])
         vocab = _vocab(contract)
-        self.age_pos = {int(a): i + 1 for i, a in enumerate(vocab.get("age_buckets", DEFAULT_AGE_BUCKETS))}
-        self.gender_pos = {str(g): i + 1 for i, g in enumerate(vocab.get("genders", DEFAULT_GENDERS))}
+        self.age_pos = {int(a): i + 1 for i, a in enumerate(vocab.get("age_buckets", AGE_BUCKETS))}
+        self.gender_pos = {str(g): i + 1 for i, g in enumerate(vocab.get("genders", GENDERS))}
         self.occupation_pos = {str(o): i + 1 for i, o in enumerate(vocab.get("occupations", ()))}
-        self.device_pos = {str(d).lower(): i for i, d in enumerate(vocab.get("devices", DEFAULT_DEVICES))}
+        self.device_pos = {str(d).lower(): i for i, d in enumerate(vocab.get("devices", DEVICES))}
         self.session = _session(path, threads)
         _check_inputs(self.session, self.inputs, QUERY_TOWER_COMPONENT)
         self._lock = threading.Lock()  # one run at a time: one intra-op thread is the point
@@ -81,14 +87,10 @@ class QueryTower:
         )
 
     def context(self, unix_seconds: int | None, device: int) -> np.ndarray:
-        """(3,) hour+1, weekday+1 (Monday = 1), device index, as training.models.two_tower.context_indices."""
-        out = np.zeros(3, dtype=np.int64)
-        if unix_seconds is not None and unix_seconds > 0:
-            out[0] = (unix_seconds // 3600) % 24 + 1
-            out[1] = ((unix_seconds // 86400) + 3) % 7 + 1  # 1970-01-01 was a Thursday
+        """(3,) hour, weekday and device indices as `context_indices` encodes them for training."""
         name = common_pb2.DeviceType.Name(device).removeprefix("DEVICE_TYPE_").lower() if device else "unknown"
-        out[2] = self.device_pos.get(name, 0)
-        return out
+        known_time = unix_seconds is not None and unix_seconds > 0
+        return context_indices(np.array([unix_seconds]) if known_time else None, 1, self.device_pos.get(name, 0))[0]
 
     # A user the model has not seen is fed as -1: QueryTower looks up (user + 1).clamp(min=0), so -1 reaches
     # the id table's row 0. (The contract's `unknown_user`, if any, names an id-table row, not an input.)
@@ -122,7 +124,7 @@ class ItemTower:
 
     def __init__(self, path: Path, contract: Mapping[str, Any], threads: int = 1) -> None:
         self.inputs = tuple(contract.get("inputs") or ITEM_INPUTS)
-        self.output = str(contract.get("output") or "item")
+        self.output = str(contract.get("output") or ITEM_OUTPUT)
         vocab = _vocab(contract)
         self.genres = tuple(str(g) for g in vocab.get("genres", contract.get("genre_vocab", ())))
         self.title_buckets = int(contract["title_buckets"])
@@ -137,18 +139,10 @@ class ItemTower:
         self, ids: Sequence[int], titles: Sequence[str], years: Sequence[int], genres: Sequence[Sequence[str]]
     ) -> np.ndarray:
         """(n, dim) vectors. `ids`: id-table indices (catalogue row + 1 of a trained item, 0 for a new one)."""
-        # The encoders training uses; imported here so a bundle without an item tower never loads torch.
-        from training.models.two_tower import genre_multi_hot, title_tokens, year_buckets
-
-        y = np.asarray(years, dtype=np.int64)
-        if self.year_edges is not None:  # the contract's edges, bucketed as year_buckets does
-            buckets = np.where(y > 0, np.digitize(y, self.year_edges) + 1, 0).astype(np.int64)
-        else:
-            buckets = year_buckets(y)
         feeds = {
             "ids": np.asarray(ids, dtype=np.int64),
             "genres": genre_multi_hot(genres, self.genres),
-            "years": buckets,
+            "years": year_buckets(np.asarray(years), self.year_edges or YEAR_EDGES),
             "titles": title_tokens(titles, self.title_buckets, self.title_tokens),
         }
         with self._lock:

@@ -12,6 +12,8 @@ from typing import Any
 
 import grpc
 
+from artifacts.bundle import BundleError
+
 log = logging.getLogger(__name__)
 
 
@@ -76,6 +78,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 return await inner(request, context)
             except RecsysError as exc:
                 await context.abort(exc.code, exc.message)
+            except BundleError as exc:  # the bundle a request needs does not match this service
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, exc.message)
             except grpc.aio.AbortError:
                 raise
             except Exception:

@@ -12,15 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from services.common.bundle import Bundle
+from artifacts.bundle import RETRIEVAL_COMPONENT, RETRIEVAL_CONTRACT, Bundle
 from services.common.catalogue import Catalogue
 from services.common.errors import InvalidArgument
-
-RETRIEVAL_COMPONENT = "retrieval"
-RETRIEVAL_CONTRACT = {"kind": "inner_product_embeddings", "version": 1}
-# Item-to-item weights (EASE) aligned with the retrieval items: affinity(u, j) = sum over u's history i of W[i, j].
-AFFINITY_COMPONENT = "item_affinity"
-AFFINITY_CONTRACT = {"kind": "item_item_weights", "version": 1}
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from artifacts.paths import DEFAULT_VAR, REPO_ROOT
 from services.common.security import TlsSettings
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_VAR = REPO_ROOT / "var"
 
 
 class CommonSettings(BaseSettings):

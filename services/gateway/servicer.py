@@ -7,11 +7,11 @@ import logging
 
 import grpc
 
+from artifacts.bundle import load_current
 from recsys.candidate.v1 import candidate_pb2, candidate_pb2_grpc
 from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from recsys.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from recsys.rerank.v1 import rerank_pb2, rerank_pb2_grpc
-from services.common.bundle import load_current
 from services.common.catalogue import Catalogue
 from services.common.channels import open_channel
 from services.common.errors import InvalidArgument, Unavailable

@@ -5,7 +5,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import DEFAULT_VAR, ServerSettings
+from artifacts.paths import DEFAULT_VAR
+from services.common.settings import ServerSettings
 
 
 class GatewaySettings(ServerSettings):

@@ -17,11 +17,11 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc import aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
+from artifacts import ranker_features as rf
+from artifacts.ranker_signature import OUTPUT, input_specs
 from services.common.compute import ComputeRunner
 from services.common.errors import FailedPrecondition, Unavailable
 from services.common.telemetry import tracer
-from services.ranking import features as rf
-from services.ranking.serving import OUTPUT, input_specs
 
 TRACER = tracer(__name__)
 READY_TIMEOUT_S = 2.0  # how long a readiness check waits for Triton's answer

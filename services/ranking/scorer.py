@@ -14,14 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from services.common.bundle import Bundle
+from artifacts import ranker_features as rf
+from artifacts.bundle import RANKER_COMPONENT, Bundle
+from artifacts.ranker_signature import MODEL_NAME, OUTPUT, input_specs
 from services.common.catalogue import ItemFeatureReader, read_item_features
 from services.common.errors import FailedPrecondition
 from services.common.retrieval_data import known_rows
-from services.ranking import features as rf
-from services.ranking.serving import MODEL_NAME, OUTPUT, input_specs
-
-RANKER_COMPONENT = "ranker"
 
 
 @dataclass(frozen=True)

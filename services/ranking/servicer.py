@@ -11,8 +11,9 @@ from functools import partial
 
 import grpc
 
+from artifacts.bundle import Bundle, load_current
+from artifacts.ranker_signature import MODEL_NAME
 from recsys.ranking.v1 import ranking_pb2, ranking_pb2_grpc
-from services.common.bundle import Bundle, load_current
 from services.common.catalogue import materialization_marks
 from services.common.compute import ComputeRunner
 from services.common.errors import Unavailable
@@ -21,7 +22,6 @@ from services.common.settings import CommonSettings
 from services.common.validation import check_count, check_id
 from services.ranking.backends import InProcessBackend, RankerBackend, TritonBackend
 from services.ranking.scorer import Encoder, RankerArtifacts, UserRow
-from services.ranking.serving import MODEL_NAME
 from services.ranking.settings import RankingSettings
 
 log = logging.getLogger(__name__)

@@ -18,21 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from artifacts.bundle import GRAPH_COMPONENT, RETRIEVAL_COMPONENT, RETRIEVAL_CONTRACT, Bundle
 from recsys.common.v1 import common_pb2
-from services.common.bundle import Bundle
 from services.common.catalogue import Catalogue, ItemFeatureReader
-from services.common.retrieval_data import (
-    RETRIEVAL_COMPONENT,
-    RETRIEVAL_CONTRACT,
-    has_bias_column,
-    known_rows,
-    normalised_item_factors,
-)
+from services.common.retrieval_data import has_bias_column, known_rows, normalised_item_factors
 from services.rerank.diversity import calibrated, dpp, genre_distributions, mmr, scaled
 from services.rerank.explain import EXPLORATION_REASON, PINNED_REASON, reasons
 from services.rerank.rules import BusinessRules, CompiledRules, compile_rules
-
-GRAPH_COMPONENT = "graph"
 
 
 class DiversityMethod(StrEnum):

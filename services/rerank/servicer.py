@@ -9,9 +9,9 @@ from functools import partial
 import grpc
 import numpy as np
 
+from artifacts.bundle import load_current
 from recsys.common.v1 import common_pb2
 from recsys.rerank.v1 import rerank_pb2, rerank_pb2_grpc
-from services.common.bundle import load_current
 from services.common.compute import ComputeRunner
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.settings import CommonSettings

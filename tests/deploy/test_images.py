@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import grimp
 import pytest
 import yaml
 
@@ -14,7 +15,16 @@ SERVICES = {"gateway": 50051, "candidate": 50052, "ranking": 50053, "rerank": 50
 IMAGES = [*SERVICES, "training"]
 #: What every image copies from the repository root context.
 CONTEXT_FILES = ("requirements.lock", "pyproject.toml")
-SOURCE_DIRS = ("services/", "training/", "recsys/", "features/", "protos/")
+#: Copied into every image besides the Python packages its entry point imports.
+DATA_DIRS = ("features/", "protos/")
+ROOT_PACKAGES = ("recsys", "artifacts", "services", "training", "client", "tools", "cli")
+
+
+def packages_imported_by(module: str) -> set[str]:
+    """The project's root packages `module` (a package) imports, directly or not, itself included."""
+    graph = grimp.build_graph(*ROOT_PACKAGES)
+    upstream = graph.find_upstream_modules(module, as_package=True)
+    return {name.split(".")[0] for name in {module, *upstream}}
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -99,8 +109,13 @@ def test_runs_as_fixed_non_root_user(image: str) -> None:
 def test_installs_from_the_lock_file(image: str) -> None:
     steps = instructions(dockerfile_of(image))
     copies = " ".join(rest for word, rest in steps if word == "COPY")
-    for path in (*CONTEXT_FILES, *SOURCE_DIRS):
+    entry = "training" if image == "training" else f"services.{image}"
+    packages = packages_imported_by(entry)
+    for path in (*CONTEXT_FILES, *DATA_DIRS, *(f"{p}/" for p in packages)):
         assert path in copies, f"{path} is not copied"
+    # An image holds no package its entry point does not import (a serving image has no training code).
+    for package in set(ROOT_PACKAGES) - packages:
+        assert f"{package}/" not in copies.split(), f"{package}/ is copied but {entry} never imports it"
     runs = [rest for word, rest in steps if word == "RUN"]
     assert any("pip install --no-cache-dir -r requirements.lock" in r for r in runs)
     assert any("pip install --no-cache-dir --no-deps ." in r for r in runs)

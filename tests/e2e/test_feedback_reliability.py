@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql
 
 from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from services.stack import SERVICES, Stack, free_port
+from tools.stack import SERVICES, Stack, free_port
 
 from ..conftest import private_feature_repo
 

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2
 
 from recsys.common.v1 import common_pb2
 from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from services.stack import SERVICES, Stack, free_port
+from tools.stack import SERVICES, Stack, free_port
 
 from ..conftest import REPO, private_feature_repo, run_async
 
@@ -120,7 +120,7 @@ def test_bad_requests_get_precise_statuses(gateway, call, code) -> None:
 
 def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "recsys.cli", "--address", stack.address("gateway"), *args],
+        [sys.executable, "-m", "cli.app", "--address", stack.address("gateway"), *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -214,7 +214,7 @@ def test_one_trace_spans_all_four_processes_and_metrics_are_exported(stack: Stac
 def test_killing_a_stage_under_load_fails_no_request_and_recovers(stack: Stack) -> None:
     """Open-loop load (recsys loadtest's generator) while the ranking process is SIGKILLed and restarted: every
     request is answered (degraded while ranking is down), and answers are whole again seconds after it serves."""
-    from recsys.loadtest import run as load
+    from tools.loadtest import run as load
 
     users = [str(u) for u in range(1, 944)]
     marks: dict[str, float] = {}

@@ -10,9 +10,9 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from artifacts.bundle import Bundle
 from services.candidate.servicer import CandidateApp
 from services.candidate.settings import CandidateSettings
-from services.common.bundle import Bundle
 from services.common.server import RunningServer, start_and_load
 from services.common.settings import CommonSettings
 from services.gateway.servicer import GatewayApp

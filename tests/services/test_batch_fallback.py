@@ -16,7 +16,7 @@ from services.common.server import start_and_load
 from services.common.settings import CommonSettings
 from services.gateway.servicer import GatewayApp
 from services.gateway.user_features import UserFeatureReader
-from services.stack import free_port
+from tools.stack import free_port
 
 from ..conftest import REPO, private_feature_repo
 from .conftest import Servers, gateway_settings

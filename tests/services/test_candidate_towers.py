@@ -19,24 +19,21 @@ import pytest
 import pytest_asyncio
 import torch
 
+from artifacts import bundle as fmt
+from artifacts.tower_inputs import AGE_BUCKETS, DEVICES, GENDERS, ITEM_INPUTS, ITEM_OUTPUT, QUERY_INPUTS, QUERY_OUTPUT
 from recsys.candidate.v1 import candidate_pb2, candidate_pb2_grpc
 from recsys.common.v1 import common_pb2
 from services.candidate.retrieval import RetrievalQuery
 from services.candidate.servicer import CandidateApp
 from services.candidate.settings import CandidateSettings
-from services.common import bundle as fmt
 from services.common.server import RunningServer, start_and_load
 from services.common.settings import CommonSettings
 from training.data.interactions import Interactions, from_frames
-from training.data.schema import AGE_BUCKETS, age_bucket
+from training.data.schema import age_bucket
 from training.data.synthetic import generate
-from training.export import ITEM_TOWER_INPUTS, ITEM_TOWER_OUTPUT, export_item_tower_onnx
+from training.export import export_item_tower_onnx
 from training.models.segments import SegmentConfig, user_segments
 from training.models.two_tower import (
-    DEVICES,
-    GENDERS,
-    QUERY_INPUTS,
-    QUERY_OUTPUT,
     TwoTowerConfig,
     TwoTowerModel,
     cold_item_embeddings,
@@ -107,7 +104,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
             "vocab": {"age_buckets": list(AGE_BUCKETS), "genders": list(GENDERS),
                       "occupations": list(model.vocab.occupations), "devices": list(DEVICES)}}},
         "item_tower": {"file": "item_tower.onnx", "contract": {
-            "inputs": list(ITEM_TOWER_INPUTS), "output": ITEM_TOWER_OUTPUT, "genres": list(model.vocab.genres),
+            "inputs": list(ITEM_INPUTS), "output": ITEM_OUTPUT, "genres": list(model.vocab.genres),
             "title_buckets": CONFIG.title_buckets, "title_tokens": CONFIG.title_tokens, "dim": CONFIG.dim}},
         "segments": {"file": "segments.npz", "contract": {"n_segments": 3}},
     }  # fmt: skip

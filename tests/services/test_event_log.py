@@ -25,7 +25,7 @@ from services.gateway.eventlog import Event, EventLog, Impression
 from services.gateway.eventlog.postgres import PostgresEventLog, load_migrations
 from services.gateway.eventlog.sqlite import SqliteEventLog
 from services.gateway.servicer import GatewayApp
-from services.stack import free_port
+from tools.stack import free_port
 
 from .conftest import Servers, gateway_settings
 

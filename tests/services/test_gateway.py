@@ -19,7 +19,7 @@ from recsys.ranking.v1 import ranking_pb2_grpc
 from services.common.server import build_server, start_and_load
 from services.gateway.servicer import GatewayApp
 from services.gateway.user_features import UserFeatureReader
-from services.stack import free_port
+from tools.stack import free_port
 
 from ..conftest import REPO, copy_feature_repo, run_feast
 from .conftest import Servers, gateway_settings

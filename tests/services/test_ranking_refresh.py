@@ -13,10 +13,10 @@ import grpc
 import pandas as pd
 import pytest
 
+from artifacts import bundle as fmt
+from artifacts.bundle import Bundle
 from recsys.common.v1 import common_pb2
 from recsys.ranking.v1 import ranking_pb2, ranking_pb2_grpc
-from services.common import bundle as fmt
-from services.common.bundle import Bundle
 from services.common.server import start_and_load
 from services.ranking.servicer import RankingApp
 from services.ranking.settings import RankingSettings

@@ -20,18 +20,18 @@ import pytest
 import pytest_asyncio
 import tritonclient.grpc as triton_grpc
 
+from artifacts.bundle import Bundle
 from recsys.common.v1 import common_pb2
 from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from recsys.ranking.v1 import ranking_pb2, ranking_pb2_grpc
-from services.common.bundle import Bundle
 from services.common.server import RunningServer, start_and_load
 from services.gateway.servicer import GatewayApp
 from services.ranking.backends import InProcessBackend
-from services.ranking.local_triton import TRITON_VENV, LocalTriton
 from services.ranking.scorer import RankerArtifacts
 from services.ranking.servicer import RankingApp
 from services.ranking.settings import RankingSettings
-from services.stack import free_port
+from tools.local_triton import TRITON_VENV, LocalTriton
+from tools.stack import free_port
 from training.export import export_onnx, publish_to_triton_repository
 from training.models.ranker import MlpRankerModule, RankerConfig
 

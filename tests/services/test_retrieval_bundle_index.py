@@ -4,11 +4,11 @@ quote), and the Faiss index training ships in the bundle."""
 
 from __future__ import annotations
 
-from services.common.bundle import Bundle
+from artifacts.bundle import Bundle
 
 
 def test_tower_catalogue_bench_embeds_synthetic_items_and_reports_exact_recall(bundle: Bundle) -> None:
-    from recsys.bench.retrieval import run
+    from tools.bench.retrieval import run
 
     out = run([3000], queries=40, count=100, catalogue="tower")
     (result,) = out["results"]
@@ -19,7 +19,8 @@ def test_tower_catalogue_bench_embeds_synthetic_items_and_reports_exact_recall(b
 
 
 def test_the_candidate_service_reads_the_bundles_faiss_index_instead_of_building_one(bundle: Bundle) -> None:
-    from services.candidate.retrieval import INDEX_COMPONENT, Retriever
+    from artifacts.bundle import INDEX_COMPONENT
+    from services.candidate.retrieval import Retriever
     from services.candidate.settings import CandidateSettings
     from services.common.settings import CommonSettings
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common import bundle as fmt
-from services.common.errors import FailedPrecondition
+from artifacts import bundle as fmt
+from artifacts.bundle import BundleError
 
 
 def _manifest(version: str, dim: int = 4) -> fmt.Manifest:
@@ -40,12 +40,12 @@ def test_publish_points_current_at_the_new_version(tmp_path: Path) -> None:
 
 def test_contract_mismatch_is_refused(tmp_path: Path) -> None:
     b = fmt.publish(tmp_path / "bundles", _stage(tmp_path, "s"), _manifest("v1", dim=4))
-    with pytest.raises(FailedPrecondition, match="dim=4; this service feeds it dim=8"):
+    with pytest.raises(BundleError, match="dim=4; this service feeds it dim=8"):
         b.component("retrieval", {"dim": 8})
-    with pytest.raises(FailedPrecondition, match="no component 'ranker'"):
+    with pytest.raises(BundleError, match="no component 'ranker'"):
         b.component("ranker")
 
 
 def test_missing_bundle_says_what_to_run(tmp_path: Path) -> None:
-    with pytest.raises(FailedPrecondition, match="make train"):
+    with pytest.raises(BundleError, match="make train"):
         fmt.load_current(tmp_path)

@@ -18,6 +18,7 @@ from training.data.synthetic import generate
 from training.evaluation import cli, harness, registry
 from training.evaluation import metrics as m
 from training.evaluation.baselines import MostPopular
+from training.evaluation.context import EvalConfig, EvalContext
 from training.evaluation.report import BIAS_PNG, COMPARISON_PNG, MARKDOWN_NAME, write_report
 from training.evaluation.splits import (
     SplitError,
@@ -295,14 +296,14 @@ def test_registry_resolves_names_and_rejects_unknown_ones() -> None:
 def test_harness_with_the_popularity_baseline_end_to_end(data: Interactions, tmp_path: Path) -> None:
     split = random_split(data, seed=0)
     results = harness.run(
-        split, ["popularity"], harness.EvalConfig(seed=0), harness.describe_data(data, tmp_path), registry.discover(())
+        split, ["popularity"], EvalConfig(seed=0), harness.describe_data(data, tmp_path), registry.discover(())
     )
     entry = results["models"]["popularity"]
     assert 0.0 < entry["ndcg@10"] <= 1.0 and 0.0 < entry["recall@20"] <= 1.0
     assert entry["coverage@10"] < 0.2  # the same list for everyone
     assert {"cold_users", "cold_items", "timings"} <= set(entry)
     # Popularity recommends the top unseen items: check one user by hand.
-    ctx = harness.EvalContext.build(split, harness.EvalConfig())
+    ctx = EvalContext.build(split, EvalConfig())
     model = MostPopular()
     model.fit(split.train)
     topk = harness.recommend_all(model, ctx)
@@ -347,9 +348,7 @@ def test_pipeline_through_the_service_cores(offline_dir: Path, tmp_path: Path) -
     """The served pipeline, quick: trained on the train part, run through Retriever, Encoder and Reranker."""
     data = load_offline(offline_dir)
     split = random_split(data, seed=0)
-    results = harness.run(
-        split, ["pipeline"], harness.EvalConfig(seed=0, quick=True), harness.describe_data(data, tmp_path)
-    )
+    results = harness.run(split, ["pipeline"], EvalConfig(seed=0, quick=True), harness.describe_data(data, tmp_path))
     entry = results["models"]["pipeline"]
     assert "error" not in entry, entry.get("error")
     assert 0.0 <= entry["ndcg@10"] <= 1.0

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from services.ranking import features as rf
+from artifacts import ranker_features as rf
+from artifacts.tower_inputs import QUERY_INPUTS
 from services.ranking.backends import InProcessBackend
 from training.data.interactions import Interactions
 from training.export import export_onnx
@@ -29,7 +30,6 @@ from training.models.ranker import NegativeSampling, build_ranker_features, rank
 from training.models.segments import SegmentConfig, user_segments
 from training.models.sequence import SequenceConfig, SequenceRecommender
 from training.models.two_tower import (
-    QUERY_INPUTS,
     TwoTowerConfig,
     TwoTowerRecommender,
     cold_item_embeddings,

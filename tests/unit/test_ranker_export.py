@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from services.ranking import features as rf
+from artifacts import ranker_features as rf
+from artifacts.ranker_signature import MODEL_NAME, triton_config, triton_version
 from services.ranking.backends import InProcessBackend
-from services.ranking.serving import MODEL_NAME, triton_config, triton_version
 from training.export import export_onnx, publish_to_triton_repository
 from training.models.ranker import MlpRankerModule, RankerConfig, train_ranker
 

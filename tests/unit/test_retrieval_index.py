@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.candidate.index import AnnIndex, IndexSpec, NeighbourTable, choose_spec, default_index_contract
+from artifacts.ann_index import AnnIndex, IndexSpec, NeighbourTable, choose_spec, default_index_contract
 from services.candidate.settings import CandidateSettings
 
 
@@ -114,7 +114,7 @@ def test_flat_is_exact(vectors: np.ndarray) -> None:
 
 
 def test_a_written_index_reads_back_and_answers_as_the_one_built_here(tmp_path) -> None:
-    from services.candidate.index import same_index
+    from artifacts.ann_index import same_index
 
     vectors = clustered(5000, 16)
     spec = IndexSpec("hnsw", {"M": 16, "efConstruction": 40, "efSearch": 64})

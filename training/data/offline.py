@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from services.common.settings import DEFAULT_VAR
+from artifacts.paths import DEFAULT_VAR
 from training.data.schema import Dataset, age_bucket
 
 #: Where `python -m training.prepare` writes the Parquet sources of the file offline store.

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from artifacts.tower_inputs import AGE_BUCKETS
+
 # MovieLens-100K's 19 genres, in the order of its u.item flag columns.
 MOVIELENS_GENRES: tuple[str, ...] = (
     "unknown",
@@ -32,8 +34,6 @@ MOVIELENS_GENRES: tuple[str, ...] = (
     "Western",
 )
 
-# Age bands of MovieLens-1M, used to bucket raw ages so that the feature generalises.
-AGE_BUCKETS: tuple[int, ...] = (0, 18, 25, 35, 45, 50, 56)
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 USER_COLUMNS = ("user_id", "age", "gender", "occupation", "zip_code")

@@ -16,8 +16,9 @@ import logging
 import time
 from pathlib import Path
 
-from services.common.settings import DEFAULT_VAR
-from training.evaluation.harness import EvalConfig, default_out_dir, describe_data, run
+from artifacts.paths import DEFAULT_VAR
+from training.evaluation.context import EvalConfig
+from training.evaluation.harness import default_out_dir, describe_data, run
 from training.evaluation.registry import PIPELINE, UnknownModel, discover
 from training.evaluation.report import write_json, write_report
 from training.evaluation.splits import SplitError, load_split_dir, make_split

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from artifacts.bundle import Bundle
 from recsys.common.v1 import common_pb2
 from services.candidate.retrieval import RetrievalQuery, Retriever
-from services.common.bundle import Bundle
 from services.gateway.settings import GatewaySettings
 from services.ranking.backends import InProcessBackend
 from services.ranking.scorer import Encoder, RankerArtifacts, UserRow
@@ -40,7 +40,7 @@ from training.data.interactions import Interactions
 from training.data.offline import write_offline_sources
 from training.data.schema import Dataset
 from training.evaluation import metrics as m
-from training.evaluation.harness import EvalContext, csr, gather_rows
+from training.evaluation.context import EvalContext, csr, gather_rows
 from training.evaluation.registry import QUICK_EPOCHS
 
 log = logging.getLogger(__name__)

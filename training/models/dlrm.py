@@ -1,7 +1,7 @@
 """DLRM ranker (Naumov et al., 2019): one embedding per categorical feature plus the genre projection, a
 bottom MLP over the dense features, pairwise dot products between all of these vectors, and a top MLP.
 
-Keeps the MLP ranker's forward signature over the feature contract (services/ranking/features.py), so
+Keeps the MLP ranker's forward signature over the feature contract (artifacts/ranker_features.py), so
 training/export.py exports it to the ONNX interface both ranking backends serve.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from services.ranking.features import DENSE_FEATURES, EncodedBatch
+from artifacts.ranker_features import DENSE_FEATURES, EncodedBatch
 from training.loop import TrainContext, set_seed
 from training.models.base import Recommender
 from training.models.ranker import OBJECTIVES, NegativeSampling, RankerRecommender, fit_ranking_module

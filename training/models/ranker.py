@@ -1,4 +1,4 @@
-"""Rankers over the feature contract of services/ranking/features.py, and what they share.
+"""Rankers over the feature contract of artifacts/ranker_features.py, and what they share.
 
 Every ranker takes `forward(sparse (B, S) int64, genres (B, G) float32, dense (B, D) float32) -> (B,) logits`,
 so training/export.py turns any of them into the ONNX model both ranking backends serve. This module holds
@@ -20,8 +20,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from services.ranking import features as rf
-from services.ranking.features import DENSE_FEATURES, EncodedBatch
+from artifacts import ranker_features as rf
+from artifacts.ranker_features import DENSE_FEATURES, EncodedBatch
 from training.data.interactions import Interactions
 from training.data.offline import RECENT_POPULARITY_WEEKS
 from training.loop import EpochTimer, LocalContext, TrainContext, set_seed, unwrap

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 import warnings
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,18 +29,24 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from artifacts.tower_inputs import (
+    AGE_BUCKETS,
+    DEVICES,
+    GENDERS,
+    QUERY_INPUTS,
+    QUERY_OUTPUT,
+    YEAR_EDGES,
+    context_indices,
+    genre_multi_hot,
+    title_tokens,
+    year_buckets,
+)
 from training.data.interactions import Interactions
-from training.data.schema import AGE_BUCKETS
 from training.loop import EpochTimer, LocalContext, TrainContext, set_seed, unwrap
 
 log = logging.getLogger(__name__)
 
 ENCODERS = ("mean", "gru", "lstm", "transformer")
-GENDERS = ("M", "F")
-DEVICES = ("unknown", "mobile", "desktop", "tv")  # MovieLens has no device: training sees index 0 only
-YEAR_EDGES = (1930, 1940, 1950, 1960, 1970, 1975, 1980, 1985, 1990, 1993, 1995, 1996, 1997, 1998)
-QUERY_INPUTS = ("user", "demographics", "context", "history", "history_length")
-QUERY_OUTPUT = "query"
 
 
 @dataclass(frozen=True)
@@ -75,32 +79,6 @@ class TwoTowerConfig:
 # --- feature encoding --------------------------------------------------------------------------------------------
 
 
-def title_tokens(titles: Sequence[str], buckets: int, max_tokens: int) -> np.ndarray:
-    """(n, max_tokens) hashed word ids in 1..buckets-1, 0 = padding; the trailing "(year)" is dropped."""
-    out = np.zeros((len(titles), max_tokens), dtype=np.int64)
-    for row, title in enumerate(titles):
-        words = re.findall(r"[a-z0-9]+", re.sub(r"\(\d{4}\)\s*$", "", str(title).lower()))
-        for col, word in enumerate(words[:max_tokens]):
-            out[row, col] = zlib.crc32(word.encode()) % (buckets - 1) + 1
-    return out
-
-
-def year_buckets(years: np.ndarray) -> np.ndarray:
-    """Release-year bucket indices, 0 for unknown (year <= 0)."""
-    years = np.asarray(years, dtype=np.int64)
-    return np.where(years > 0, np.digitize(years, YEAR_EDGES) + 1, 0).astype(np.int64)
-
-
-def genre_multi_hot(genres: Sequence[Sequence[str]], vocab: Sequence[str]) -> np.ndarray:
-    pos = {g: i for i, g in enumerate(vocab)}
-    out = np.zeros((len(genres), len(vocab)), dtype=np.float32)
-    for row, names in enumerate(genres):
-        for name in names:
-            if name in pos:
-                out[row, pos[name]] = 1.0
-    return out
-
-
 @dataclass(frozen=True)
 class TwoTowerVocab:
     occupations: tuple[str, ...]
@@ -118,17 +96,6 @@ class TwoTowerVocab:
             ],
             dtype=np.int64,
         ).reshape(-1, 3)
-
-
-def context_indices(timestamps: np.ndarray | None, n: int, device: int = 0) -> np.ndarray:
-    """(n, 3) hour, weekday (0 = Monday), device indices (+1, 0 = unknown); all unknown without timestamps."""
-    out = np.zeros((n, 3), dtype=np.int64)
-    if timestamps is not None:
-        ts = np.asarray(timestamps, dtype=np.int64)
-        out[:, 0] = (ts // 3600) % 24 + 1
-        out[:, 1] = ((ts // 86400) + 3) % 7 + 1  # 1970-01-01 was a Thursday
-    out[:, 2] = device
-    return out
 
 
 def latest_histories(data: Interactions, max_len: int) -> tuple[np.ndarray, np.ndarray]:

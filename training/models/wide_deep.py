@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from services.ranking.features import DENSE_FEATURES, SPARSE_FEATURES, EncodedBatch
+from artifacts.ranker_features import DENSE_FEATURES, SPARSE_FEATURES, EncodedBatch
 from training.loop import TrainContext, set_seed
 from training.models.base import Recommender
 from training.models.ranker import OBJECTIVES, NegativeSampling, RankerRecommender, fit_ranking_module

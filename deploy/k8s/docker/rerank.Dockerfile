@@ -21,7 +21,7 @@ WORKDIR /app
 COPY requirements.lock pyproject.toml README.md ./
 RUN pip install --no-cache-dir -r requirements.lock
 COPY services/ services/
-COPY training/ training/
+COPY artifacts/ artifacts/
 COPY recsys/ recsys/
 COPY features/ features/
 COPY protos/ protos/

@@ -31,6 +31,7 @@ WORKDIR /app
 COPY --chown=1000:100 requirements.lock pyproject.toml README.md ./
 RUN pip install --no-cache-dir -r requirements.lock
 COPY --chown=1000:100 services/ services/
+COPY --chown=1000:100 artifacts/ artifacts/
 COPY --chown=1000:100 training/ training/
 COPY --chown=1000:100 recsys/ recsys/
 COPY --chown=1000:100 features/ features/

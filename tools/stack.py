@@ -1,4 +1,4 @@
-"""Runs the four services as separate processes: `python -m services.stack`.
+"""Runs the four services as separate processes: `python -m tools.stack`.
 
 Starts candidate, ranking, rerank and the gateway, waits until all report SERVING on grpc.health.v1,
 prints recommendations for a few MovieLens users, and serves until Ctrl-C (SIGINT) or SIGTERM, which it
@@ -21,7 +21,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.settings import DEFAULT_VAR, REPO_ROOT
+from artifacts.paths import DEFAULT_VAR, REPO_ROOT
 
 SERVICES = ("candidate", "ranking", "rerank", "gateway")
 DEFAULT_PORTS = {"gateway": 50051, "candidate": 50052, "ranking": 50053, "rerank": 50054}
@@ -115,13 +115,23 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
+def print_demo(address: str) -> None:
+    """A few users' recommendations, as `recsys recommend` prints them."""
+    from client.gateway import format_recommendations, open_channel
+    from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+    with open_channel(address) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        for user in DEMO_USERS:
+            reply = stub.Recommend(gateway_pb2.RecommendRequest(user_id=user, count=8, explain=True), timeout=5.0)
+            print(f"\n{format_recommendations(user, reply)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-demo", action="store_true", help="do not print sample recommendations")
     parser.add_argument("--exit-after-demo", action="store_true", help="stop once the demo is printed")
     args = parser.parse_args(argv)
-    from recsys import cli
-
     stack = Stack()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     started = time.monotonic()
@@ -131,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.wait_serving()
         print(f"all four services SERVING after {time.monotonic() - started:.1f}s", flush=True)
         if not args.no_demo:
-            for user in DEMO_USERS:
-                print()
-                cli.main(["--address", stack.address("gateway"), "recommend", "--user", user, "--count", "8"])
+            print_demo(stack.address("gateway"))
         if args.exit_after_demo:
             return 0
         print(

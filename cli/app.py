@@ -16,7 +16,6 @@ The gateway address comes from --address, else $RECSYS_GATEWAY_ADDRESS, else the
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import sys
@@ -27,94 +26,22 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from client.gateway import (
+    DEFAULT_ADDRESS,
+    DEVICES,
+    FEEDBACK_TYPES,
+    format_recommendations,
+    format_similar,
+    open_channel,
+    to_json,
+)
 from recsys.common.v1 import common_pb2
 from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
-FEEDBACK_TYPES = {
-    "view": gateway_pb2.FEEDBACK_TYPE_VIEW,
-    "click": gateway_pb2.FEEDBACK_TYPE_CLICK,
-    "rating": gateway_pb2.FEEDBACK_TYPE_RATING,
-    "purchase": gateway_pb2.FEEDBACK_TYPE_PURCHASE,
-}
-DEVICES: dict[str, Any] = {
-    name.removeprefix("DEVICE_TYPE_").lower(): value for name, value in common_pb2.DeviceType.items()
-}
-
-
-def format_recommendations(user_id: str, reply: gateway_pb2.RecommendResponse) -> str:
-    """A readable table of a Recommend answer."""
-    head = f"Recommendations for user {user_id} (bundle {reply.bundle_version}, request {reply.request_id[:8]})"
-    notes = []
-    if reply.cold_start:
-        notes.append("cold start: popular items")
-    if reply.degraded_stages:
-        stages = ", ".join(common_pb2.Stage.Name(s).removeprefix("STAGE_").lower() for s in reply.degraded_stages)
-        notes.append(f"degraded: {stages}")
-    lines = [head + (f" [{'; '.join(notes)}]" if notes else "")]
-    if not reply.items:
-        lines.append("  (no items match the request)")
-    lines.append(f"  {'#':>2}  {'item':>6}  {'score':>6}  {'rank':>5}  {'title':<44} genres")
-    for i, item in enumerate(reply.items, 1):
-        title = f"{item.info.title} ({item.info.year})" if item.info.year else item.info.title
-        lines.append(
-            f"  {i:>2}  {item.item_id:>6}  {item.score:6.3f}  {item.stage_scores.ranking:5.3f}  "
-            f"{title[:44]:<44} {', '.join(item.info.genres)}"
-        )
-        if item.reason:
-            lines.append(f"{'':>28}↳ {item.reason}")
-    return "\n".join(lines)
-
-
-def format_similar(item_id: str, reply: gateway_pb2.SimilarItemsResponse) -> str:
-    lines = [f"Items similar to {item_id} (bundle {reply.bundle_version})"]
-    for i, item in enumerate(reply.items, 1):
-        title = f"{item.info.title} ({item.info.year})" if item.info.year else item.info.title
-        lines.append(f"  {i:>2}  {item.item_id:>6}  {item.score:6.3f}  {title[:44]:<44} {', '.join(item.info.genres)}")
-    return "\n".join(lines)
-
-
-def _print(message: Any, as_json: bool, text: str) -> None:
-    if as_json:
-        print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
-    else:
-        print(text)
-
-
-def _open_channel(address: str, ca_file: str | None) -> grpc.Channel:
-    if ca_file:
-        with open(ca_file, "rb") as f:
-            return grpc.secure_channel(address, grpc.ssl_channel_credentials(f.read()))
-    return grpc.insecure_channel(address)
-
-
-class _BearerToken(grpc.UnaryUnaryClientInterceptor):
-    """Adds `authorization: Bearer <token>` to every call."""
-
-    def __init__(self, token: str) -> None:
-        self.header = ("authorization", f"Bearer {token}")
-
-    def intercept_unary_unary(self, continuation, client_call_details, request):
-        d = client_call_details
-        metadata = [*(d.metadata or ()), self.header]
-        details = _CallDetails(d.method, d.timeout, metadata, d.credentials, d.wait_for_ready, d.compression)
-        return continuation(details, request)
-
-
-class _CallDetails(
-    collections.namedtuple(
-        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
-    ),
-    grpc.ClientCallDetails,
-):
-    pass
-
-
 # Commands with their own argument parsers; imported only when used (training and evaluation load torch and ray).
-OFFLINE_COMMANDS = {"train": "training.ray_jobs", "eval": "training.evaluation.cli", "loadtest": "recsys.loadtest"}
+OFFLINE_COMMANDS = {"train": "training.ray_jobs", "eval": "training.evaluation.cli", "loadtest": "tools.loadtest"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,13 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     args = parser.parse_args(args_list)
-    with _open_channel(args.address, args.ca_file) as raw:
-        channel = grpc.intercept_channel(raw, _BearerToken(args.token)) if args.token else raw
+    with open_channel(args.address, args.ca_file, args.token) as channel:
         try:
             return _run(args, channel)
         except grpc.RpcError as exc:
             print(f"error: {exc.code().name}: {exc.details()} (from {args.address})", file=sys.stderr)
             return 1
+
+
+def _print(message: Any, as_json: bool, text: str) -> None:
+    print(to_json(message) if as_json else text)
 
 
 def _run(args: argparse.Namespace, channel: grpc.Channel) -> int:
@@ -256,19 +186,19 @@ def _run(args: argparse.Namespace, channel: grpc.Channel) -> int:
         if reply.rejected:
             return 1
     elif args.command == "bench" and args.target == "load":
-        from recsys.bench import load as bench_load
+        from tools.bench import load as bench_load
 
         rates = [float(r) for r in args.rates.split(",")]
         print(json.dumps(bench_load.run(rates, args.duration, args.count, args.p99_limit, args.plot), indent=2))
     elif args.command == "bench" and args.target == "rerank":
-        from recsys.bench import rerank as bench_rerank
+        from tools.bench import rerank as bench_rerank
 
         result = bench_rerank.run(args.candidates, args.count, args.calls, args.diversity, args.methods.split(","))
         print(json.dumps(result, indent=2))
     elif args.command == "bench" and args.target == "retrieval":
         from pathlib import Path
 
-        from recsys.bench import retrieval as bench_retrieval
+        from tools.bench import retrieval as bench_retrieval
 
         if args.current_bundle:
             print(json.dumps(bench_retrieval.run_bundle(args.queries, args.count), indent=2))
@@ -284,7 +214,7 @@ def _run(args: argparse.Namespace, channel: grpc.Channel) -> int:
         )
         print(json.dumps(result, indent=2))
     elif args.command == "bench" and args.target == "ranking":
-        from recsys.bench import ranking as bench_ranking
+        from tools.bench import ranking as bench_ranking
 
         result = bench_ranking.run(
             args.backend.split(","),
@@ -294,7 +224,7 @@ def _run(args: argparse.Namespace, channel: grpc.Channel) -> int:
         )
         print(json.dumps(result, indent=2))
     elif args.command == "bench":
-        from recsys.bench import recommend as bench_recommend
+        from tools.bench import recommend as bench_recommend
 
         if "-" in args.users and "," not in args.users:
             lo, hi = (int(x) for x in args.users.split("-"))

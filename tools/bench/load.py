@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from recsys.bench.recommend import machine
-from recsys.loadtest import run as load
+from tools.bench.recommend import machine
+from tools.loadtest import run as load
 
 USERS = [str(u) for u in range(1, 944)]
 
@@ -22,7 +22,7 @@ USERS = [str(u) for u in range(1, 944)]
 def run(
     rates: Sequence[float], duration_s: float, count: int, p99_limit_ms: float, plot: Path | None
 ) -> dict[str, Any]:
-    from services.stack import SERVICES, Stack, free_port
+    from tools.stack import SERVICES, Stack, free_port
 
     rows: list[dict[str, Any]] = []
     breakdown: list[dict[str, Any]] = []
@@ -43,7 +43,7 @@ def run(
                 result = asyncio.run(load(stack.address("gateway"), rate, duration_s, USERS, count))
                 rows.append({"target_rate": rate, "duration_s": duration_s, **result.summary()})
                 if i == 0:  # the per-stage breakdown at the first rate, before later runs add their spans
-                    from recsys.bench.traces import breakdown as spans
+                    from tools.bench.traces import breakdown as spans
 
                     time.sleep(2)  # the span processors export every 0.5 s
                     rows_ = spans(sorted(Path(tmp).glob("traces-*.jsonl")))

@@ -16,9 +16,9 @@ from typing import Any
 
 import grpc
 
-from recsys.bench.recommend import machine, percentiles
 from recsys.common.v1 import common_pb2
 from recsys.ranking.v1 import ranking_pb2, ranking_pb2_grpc
+from tools.bench.recommend import machine, percentiles
 
 USER = common_pb2.UserFeatures(
     user_id="196", age_bucket=45, gender="M", occupation="writer", interaction_count=39, mean_rating=3.6
@@ -63,11 +63,12 @@ async def _measure(address: str, candidates: int, concurrency: int, requests: in
 def run(
     backends: Sequence[str], candidates: Sequence[int], concurrency: Sequence[int], requests: int
 ) -> dict[str, Any]:
-    from services.common.bundle import load_current
-    from services.common.settings import DEFAULT_VAR, CommonSettings
-    from services.ranking.local_triton import LocalTriton
+    from artifacts.bundle import load_current
+    from artifacts.paths import DEFAULT_VAR
+    from services.common.settings import CommonSettings
     from services.ranking.scorer import RankerArtifacts
-    from services.stack import Stack, free_port
+    from tools.local_triton import LocalTriton
+    from tools.stack import Stack, free_port
 
     common = CommonSettings()
     artifacts = RankerArtifacts.from_bundle(load_current(common.bundle_dir))

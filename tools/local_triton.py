@@ -1,6 +1,6 @@
 """Runs a real Triton server on the CPU from the nvidia-pytriton wheel, for tests, benchmarks and local use.
 
-    python -m services.ranking.local_triton --repository var/bundles/triton
+    python -m tools.local_triton --repository var/bundles/triton
 
 The wheel ships `tritonserver` (Triton 2.51) with only the python backend. Its Python side needs its own
 environment with numpy<2 (`make triton-env` builds var/triton-venv); the ONNX models are served by the
@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.common.settings import DEFAULT_VAR, REPO_ROOT
-from services.stack import free_port
+from artifacts.paths import DEFAULT_VAR, REPO_ROOT
+from tools.stack import free_port
 
 TRITON_VENV = DEFAULT_VAR / "triton-venv"
 CPU_BACKENDS = REPO_ROOT / "deploy" / "triton" / "cpu-backends"

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.bench.recommend import machine, percentiles
+from tools.bench.recommend import machine, percentiles
 
 GENRES = ("Action", "Adventure", "Animation", "Comedy", "Crime", "Documentary", "Drama", "Fantasy", "Horror",
           "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")  # fmt: skip
@@ -78,8 +78,8 @@ def synthetic_users(vectors: np.ndarray, cluster: np.ndarray, n_users: int, seed
 def tower_catalogue(n: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, dict[str, list[Any]], np.ndarray, list]:
     """Item vectors from the current bundle's item tower over `training.data.synthetic` items, their features,
     and query vectors with histories (item rows) of synthetic users with at least 5 interactions."""
-    from services.candidate.towers import ITEM_TOWER_COMPONENT, ItemTower
-    from services.common.bundle import load_current
+    from artifacts.bundle import ITEM_TOWER_COMPONENT, load_current
+    from services.candidate.towers import ItemTower
     from services.common.settings import CommonSettings
     from training.data.synthetic import generate
 
@@ -245,9 +245,9 @@ def run_bundle(queries: int = 1000, count: int = 500) -> dict[str, Any]:
     them; with and without the bundle's EASE history affinity (when it has one)."""
     import faiss
 
+    from artifacts.bundle import load_current
     from services.candidate.retrieval import RetrievalQuery, Retriever
     from services.candidate.settings import CandidateSettings
-    from services.common.bundle import load_current
     from services.common.server import freeze_loaded_heap
     from services.common.settings import CommonSettings
     from services.gateway.user_features import UserFeatureReader

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.ranking import features as rf
+from artifacts import ranker_features as rf
 
 #: The ranker's name in bundles and in the Triton model repository.
 MODEL_NAME = "mlp_ranker"

@@ -1,6 +1,6 @@
 """Where the time goes: per-span percentiles from JSON-lines trace files (OTEL_TRACES_EXPORTER=file).
 
-    python -m recsys.bench.traces traces-*.jsonl [--json]
+    python -m tools.bench.traces traces-*.jsonl [--json]
 
 Groups spans by (service, name) and prints count, p50, p95 and p99 of their durations in milliseconds.
 """

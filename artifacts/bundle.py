@@ -18,7 +18,27 @@ from typing import Any
 
 import numpy as np
 
-from services.common.errors import FailedPrecondition
+
+class BundleError(Exception):
+    """A bundle is missing, unreadable or does not match what its reader expects (a failed precondition)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# The components of a bundle: training writes each under its name, the services read them by it.
+RETRIEVAL_COMPONENT = "retrieval"  # user/item vectors, ids, popularity, seen items
+RETRIEVAL_CONTRACT = {"kind": "inner_product_embeddings", "version": 1}
+INDEX_COMPONENT = "item_index"  # the Faiss index over the retrieval item vectors
+QUERY_TOWER_COMPONENT = "query_tower"  # the two-tower's query tower (ONNX)
+ITEM_TOWER_COMPONENT = "item_tower"  # the two-tower's item tower (ONNX), for items added at run time
+SEGMENTS_COMPONENT = "segments"  # k-means user segments and their popular items
+RANKER_COMPONENT = "ranker"  # DLRM or Wide & Deep (ONNX) and its feature vocabularies
+GRAPH_COMPONENT = "graph"  # LightGCN user and item embeddings
+# Item-to-item weights (EASE) aligned with the retrieval items: affinity(u, j) = sum over u's history i of W[i, j].
+AFFINITY_COMPONENT = "item_affinity"
+AFFINITY_CONTRACT = {"kind": "item_item_weights", "version": 1}
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
@@ -78,11 +98,11 @@ class Bundle:
         """The file of a component, after checking that its contract holds what the caller feeds it."""
         entry = self.manifest.components.get(name)
         if entry is None:
-            raise FailedPrecondition(f"bundle {self.version} has no component {name!r}")
+            raise BundleError(f"bundle {self.version} has no component {name!r}")
         contract = entry.get("contract", {})
         for key, want in (expected_contract or {}).items():
             if contract.get(key) != want:
-                raise FailedPrecondition(
+                raise BundleError(
                     f"bundle {self.version} component {name!r} has {key}={contract.get(key)!r}; "
                     f"this service feeds it {key}={want!r}"
                 )
@@ -100,10 +120,10 @@ class Bundle:
 
 
 def load_current(bundle_dir: Path) -> Bundle:
-    """Loads the bundle CURRENT points at; raises FailedPrecondition with what to do when there is none."""
+    """Loads the bundle CURRENT points at; raises BundleError with what to do when there is none."""
     pointer = bundle_dir / CURRENT
     if not pointer.is_file():
-        raise FailedPrecondition(f"no model bundle published in {bundle_dir}; run `make train` first")
+        raise BundleError(f"no model bundle published in {bundle_dir}; run `make train` first")
     version = pointer.read_text().strip()
     return load_version(bundle_dir, version)
 
@@ -113,11 +133,9 @@ def load_version(bundle_dir: Path, version: str) -> Bundle:
     try:
         manifest = Manifest.from_json(json.loads((path / MANIFEST).read_text()))
     except (OSError, KeyError, ValueError) as exc:
-        raise FailedPrecondition(f"bundle {version} in {bundle_dir} is unreadable: {exc}") from exc
+        raise BundleError(f"bundle {version} in {bundle_dir} is unreadable: {exc}") from exc
     if manifest.format_version != FORMAT_VERSION:
-        raise FailedPrecondition(
-            f"bundle {version} has format {manifest.format_version}; this service reads {FORMAT_VERSION}"
-        )
+        raise BundleError(f"bundle {version} has format {manifest.format_version}; this service reads {FORMAT_VERSION}")
     return Bundle(path=path, manifest=manifest)
 
 

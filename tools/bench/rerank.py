@@ -16,8 +16,8 @@ from typing import Any
 import grpc
 import numpy as np
 
-from recsys.bench.recommend import machine, percentiles
 from recsys.rerank.v1 import rerank_pb2, rerank_pb2_grpc
+from tools.bench.recommend import machine, percentiles
 
 
 def _requests(item_ids: np.ndarray, user_ids: np.ndarray, candidates: int, count: int, n: int) -> list[dict[str, Any]]:
@@ -39,10 +39,10 @@ def _requests(item_ids: np.ndarray, user_ids: np.ndarray, candidates: int, count
 
 
 def run(candidates: int, count: int, calls: int, diversity: float, methods: Sequence[str]) -> dict[str, Any]:
-    from services.common.bundle import load_current
+    from artifacts.bundle import load_current
     from services.common.settings import CommonSettings
     from services.rerank.reranker import DiversityMethod, Reranker
-    from services.stack import Stack, free_port
+    from tools.stack import Stack, free_port
 
     common = CommonSettings()
     bundle = load_current(common.bundle_dir)
