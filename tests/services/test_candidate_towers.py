@@ -43,6 +43,8 @@ from training.models.two_tower import (
     user_vectors,
 )
 
+from ..waiting import eventually_async
+
 EMB = common_pb2.CANDIDATE_SOURCE_EMBEDDING
 SEG = common_pb2.CANDIDATE_SOURCE_SEGMENT_POPULAR
 FRESH = common_pb2.CANDIDATE_SOURCE_FRESH
@@ -218,10 +220,7 @@ async def test_recall_is_sampled_in_the_background(stub, server) -> None:
     monitor = _app(server).monitor
     for u in range(1, 11):
         await stub.Retrieve(candidate_pb2.RetrieveRequest(user_id=str(u), count=60))
-    for _ in range(100):
-        if monitor.samples >= 3:
-            break
-        await asyncio.sleep(0.05)
+    await eventually_async(lambda: monitor.samples >= 3, timeout=10, message="the monitor samples 3 of 10 requests")
     assert monitor.samples >= 3 and monitor.mean_recall is not None and monitor.mean_recall >= 0.9
 
 

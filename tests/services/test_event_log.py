@@ -27,6 +27,7 @@ from services.gateway.eventlog.sqlite import SqliteEventLog
 from services.gateway.servicer import GatewayApp
 from tools.stack import free_port
 
+from ..waiting import eventually_async
 from .conftest import Servers, gateway_settings
 
 OpenLog = Callable[[], Awaitable[EventLog]]
@@ -226,17 +227,16 @@ def _feedback(prefix: str, n: int) -> gateway_pb2.RecordFeedbackRequest:
 
 
 async def _record_retrying(
-    stub: gateway_pb2_grpc.GatewayServiceStub, request: gateway_pb2.RecordFeedbackRequest, attempts: int = 6
+    stub: gateway_pb2_grpc.GatewayServiceStub, request: gateway_pb2.RecordFeedbackRequest
 ) -> gateway_pb2.RecordFeedbackResponse:
     """What a client does: retry UNAVAILABLE with the same event ids (the pool may still be reconnecting)."""
-    for attempt in range(attempts):
-        try:
-            return await stub.RecordFeedback(request, timeout=10)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts - 1:
-                raise
-            await asyncio.sleep(0.5)
-    raise AssertionError("unreachable")
+    return await eventually_async(
+        lambda: stub.RecordFeedback(request, timeout=10),
+        timeout=15,
+        interval=0.5,
+        message="RecordFeedback is accepted once the event log is reachable",
+        retry_on=lambda exc: isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE,
+    )
 
 
 async def test_record_feedback_is_unavailable_while_postgres_is_unreachable(

@@ -222,7 +222,7 @@ class _HangingRanking(ranking_pb2_grpc.RankingServiceServicer):
     """A ranking stage that accepts calls and never answers in time."""
 
     async def Rank(self, request, context):  # type: ignore[no-untyped-def]
-        await asyncio.sleep(30)
+        await asyncio.sleep(30)  # the hang under test: longer than every deadline and budget here
 
 
 async def test_the_request_budget_bounds_a_hanging_stage(stage_servers: Servers, common_settings, tmp_path) -> None:

@@ -13,23 +13,24 @@ from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.gateway.eventlog.sqlite import SqliteEventLog
 from services.gateway.impressions import ImpressionLogger
 
+from ..waiting import eventually_async
+
 
 async def test_each_answer_is_logged_with_positions_and_stage_scores(gateway_server) -> None:
     stub = gateway_pb2_grpc.GatewayServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{gateway_server.port}"))
     reply = await stub.Recommend(gateway_pb2.RecommendRequest(user_id="196", count=7))
     app = gateway_server.app
     path = app.settings.event_log_path
-    rows: list[tuple] = []
-    for _ in range(50):  # the writer flushes within its interval (0.2 s)
+
+    def logged() -> list[tuple]:
         with sqlite3.connect(path) as conn:
-            rows = conn.execute(
+            return conn.execute(
                 "SELECT position, user_id, item_id, bundle_version, source, ranking, score FROM impressions"
                 " WHERE request_id = ? ORDER BY position",
                 (reply.request_id,),
             ).fetchall()
-        if rows:
-            break
-        await asyncio.sleep(0.1)
+
+    rows = await eventually_async(logged, timeout=5, message="the writer flushes within its interval (0.2 s)")
     assert [r[0] for r in rows] == list(range(7))
     assert [r[2] for r in rows] == [i.item_id for i in reply.items]
     assert {r[1] for r in rows} == {"196"} and {r[3] for r in rows} == {reply.bundle_version}
@@ -61,13 +62,10 @@ async def test_a_store_outage_keeps_the_batch_and_retries(tmp_path: Path) -> Non
     logger = ImpressionLogger(log, flush_interval_s=0.01)
     logger.start()
     await logger.submit("u", _reply(1))
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # what is checked: during the outage the batch is neither written nor dropped
     assert logger.written == 0 and logger.dropped == 0
     await log.open()
-    for _ in range(100):
-        if logger.written:
-            break
-        await asyncio.sleep(0.05)
+    await eventually_async(lambda: logger.written, timeout=10, message="the kept batch is written once the store is up")
     assert logger.written == 1 and await log.count_impressions() == 1
     await logger.close()
     await log.close()
