@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from training.ray_jobs import RUNTIME_ENV_EXCLUDES
 
 from ..conftest import REPO, copy_feature_repo, run_feast
+from ..waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -109,13 +109,17 @@ def _wait(client: object, job_id: str) -> str:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     assert isinstance(client, JobSubmissionClient)
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    status = client.get_job_status(job_id)
-    while not status.is_terminal() and time.monotonic() < deadline:
-        time.sleep(2)
+
+    def ended() -> JobStatus | None:
         status = client.get_job_status(job_id)
-    if not status.is_terminal():
+        return status if status.is_terminal() else None
+
+    try:
+        status = eventually(ended, timeout=JOB_TIMEOUT_S, interval=2, message=f"Ray job {job_id} ends")
+    except pytest.fail.Exception:
         client.stop_job(job_id)
+        print(client.get_job_logs(job_id)[-20000:])
+        raise
     if status != JobStatus.SUCCEEDED:
         print(client.get_job_logs(job_id)[-20000:])
     return str(status)

@@ -22,6 +22,7 @@ from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from tools.stack import SERVICES, Stack, free_port
 
 from ..conftest import REPO, private_feature_repo, run_async
+from ..waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -177,21 +178,27 @@ def _spans(stack: Stack) -> list[dict]:
 
 def test_one_trace_spans_all_four_processes_and_metrics_are_exported(stack: Stack, gateway) -> None:
     reply = gateway.Recommend(gateway_pb2.RecommendRequest(user_id="196", count=5), timeout=10)
-    deadline = time.monotonic() + 20
-    while True:
+
+    def whole_trace() -> tuple[dict, list[dict]]:
         spans = _spans(stack)
         root = next(
             (s for s in spans if s["name"].endswith("GatewayService/Recommend") and s["kind"] == "SERVER"
              and s["attributes"].get("recsys.request_id") == reply.request_id),
             None,
         )  # fmt: skip
-        trace = [s for s in spans if root and s["trace_id"] == root["trace_id"]]
-        if (root and len({s["service"] for s in trace}) == 4) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert root is not None, "no gateway Recommend span was exported"
+        assert root is not None, "no gateway Recommend span was exported"
+        trace = [s for s in spans if s["trace_id"] == root["trace_id"]]
+        assert {s["service"] for s in trace} == {"gateway", "candidate", "ranking", "rerank"}
+        return root, trace
+
+    root, trace = eventually(
+        whole_trace,
+        timeout=20,
+        interval=0.5,
+        message="the four processes export one trace",
+        retry_on=(AssertionError, json.JSONDecodeError),  # a span line the exporter is still writing
+    )
     by_id = {s["span_id"]: s for s in trace}
-    assert {s["service"] for s in trace} == {"gateway", "candidate", "ranking", "rerank"}
     for service, method in (("candidate", "Retrieve"), ("ranking", "Rank"), ("rerank", "Rerank")):
         server = next(s for s in trace if s["service"] == service and s["kind"] == "SERVER")
         assert server["name"].endswith(f"Service/{method}")
@@ -220,12 +227,12 @@ def test_killing_a_stage_under_load_fails_no_request_and_recovers(stack: Stack) 
     marks: dict[str, float] = {}
 
     def fault() -> None:
-        time.sleep(5)
+        time.sleep(5)  # the fault's schedule: 5 s of load before the kill
         marks["killed"] = time.perf_counter()
         stack.processes["ranking"].kill()
         stack.processes["ranking"].wait()
         stack.processes.pop("ranking")
-        time.sleep(5)
+        time.sleep(5)  # and 5 s of load with ranking down before the restart
         stack.start(("ranking",))
         stack.wait_serving(timeout=120)
         marks["serving"] = time.perf_counter()

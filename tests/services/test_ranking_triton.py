@@ -36,6 +36,7 @@ from training.export import export_onnx, publish_to_triton_repository
 from training.models.ranker import MlpRankerModule, RankerConfig
 
 from ..conftest import require
+from ..waiting import eventually_async
 from .conftest import Servers, gateway_settings
 
 USER = common_pb2.UserFeatures(
@@ -205,14 +206,14 @@ async def test_the_stage_starts_with_triton_down_and_ranks_once_it_is_up(artifac
         )
         late = LocalTriton(repo, models=(artifacts.triton_model,), grpc_port=port, log_path=tmp_path / "t.log")
         late.start()
-        deadline = time.monotonic() + 30
-        while True:  # the client reconnects with gRPC's backoff
-            try:
-                assert len((await stub.Rank(request)).scores) == 20
-                break
-            except grpc.aio.AioRpcError as exc:
-                assert exc.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline, exc
-                await asyncio.sleep(0.5)
+        reply = await eventually_async(
+            lambda: stub.Rank(request, timeout=10),
+            timeout=30,
+            interval=0.5,
+            message="the client reconnects to the late Triton with gRPC's backoff",
+            retry_on=lambda exc: isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE,
+        )
+        assert len(reply.scores) == 20
     finally:
         if late is not None:
             late.stop()
