@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import itertools
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,9 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from training.data.interactions import Interactions
-from training.loop import EpochTimer, LocalContext, TrainContext, set_seed, unwrap
-
-log = logging.getLogger(__name__)
+from training.loop import Batch, EpochLoop, LocalContext, TrainContext, each_batch, set_seed, unwrap
 
 
 @dataclass(frozen=True)
@@ -70,27 +67,16 @@ def train_mult_vae(data: Interactions, config: MultVaeConfig, ctx: TrainContext 
     model = MultVae(data.n_items, config)
     trained = ctx.prepare_model(model)
     opt = torch.optim.Adam(trained.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    step = 0
-    for epoch in range(config.epochs):
-        trained.train()
-        timer = EpochTimer()
-        perm = torch.from_numpy(ctx.shard(data.n_users, rng))
-        total = 0.0
-        for start in range(0, len(perm), config.batch_size):
-            x = matrix[perm[start : start + config.batch_size]]
-            logits, kl = trained(x)
-            beta = config.beta * min(1.0, step / max(config.anneal_steps, 1))
-            loss = (-(F.log_softmax(logits, dim=1) * x).sum(dim=1) + beta * kl).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            total += float(loss.detach()) * len(x)
-            timer.add(len(x))
-        mean = total / max(len(perm), 1)
-        ctx.report({"epoch": epoch + 1, "loss": mean, "samples_per_s": timer.rate()}, trained)
-        if epoch % 25 == 24 or epoch == config.epochs - 1:
-            log.info("mult-vae epoch %d/%d loss %.4f", epoch + 1, config.epochs, mean)
+
+    def loss(batch: Batch) -> torch.Tensor:
+        x = matrix[batch.idx]
+        logits, kl = trained(x)
+        beta = config.beta * min(1.0, batch.step / max(config.anneal_steps, 1))  # KL annealing over the updates
+        return (-(F.log_softmax(logits, dim=1) * x).sum(dim=1) + beta * kl).mean()
+
+    EpochLoop("mult_vae", config.epochs, config.batch_size, ctx, log_every=25).run(
+        trained, opt, data.n_users, rng, each_batch(loss)
+    )
     result = unwrap(trained)
     assert isinstance(result, MultVae)
     result.eval()
@@ -98,7 +84,7 @@ def train_mult_vae(data: Interactions, config: MultVaeConfig, ctx: TrainContext 
 
 
 class MultVaeRecommender:
-    name = "mult-vae"
+    name = "mult_vae"
 
     def __init__(self, config: MultVaeConfig | None = None, ctx: TrainContext | None = None) -> None:
         self.config = config or MultVaeConfig()
@@ -112,7 +98,7 @@ class MultVaeRecommender:
 
     def score(self, users: np.ndarray) -> np.ndarray:
         if self.model is None or self.matrix is None:
-            raise RuntimeError("mult-vae is not fitted")
+            raise RuntimeError("mult_vae is not fitted")
         with torch.no_grad():
             logits, _ = self.model(torch.from_numpy(self.matrix[np.asarray(users)]))
         return logits.numpy().astype(np.float32)

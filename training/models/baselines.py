@@ -51,7 +51,7 @@ def item_similarities(matrix: np.ndarray, config: ItemKnnConfig) -> np.ndarray:
 class ItemKnnRecommender:
     """Item-based k-nearest neighbours: score(u, j) = sum of the similarities of j to u's training items."""
 
-    name = "item-knn"
+    name = "item_knn"
 
     def __init__(self, config: ItemKnnConfig | None = None) -> None:
         self.config = config or ItemKnnConfig()
@@ -64,14 +64,14 @@ class ItemKnnRecommender:
 
     def score(self, users: np.ndarray) -> np.ndarray:
         if self.matrix is None or self.similarity is None:
-            raise RuntimeError("item-knn is not fitted")
+            raise RuntimeError("item_knn is not fitted")
         return (self.matrix[np.asarray(users)] @ self.similarity).astype(np.float32)
 
 
 class BprMfRecommender:
     """The retrieval model of the first bundle (training/models/mf.py): inner products of its exported vectors."""
 
-    name = "bpr-mf"
+    name = "bpr_mf"
 
     def __init__(self, config: MfConfig | None = None, ctx: TrainContext | None = None) -> None:
         self.config = config or MfConfig()
@@ -85,5 +85,5 @@ class BprMfRecommender:
 
     def score(self, users: np.ndarray) -> np.ndarray:
         if self.user_vecs is None or self.item_vecs is None:
-            raise RuntimeError("bpr-mf is not fitted")
+            raise RuntimeError("bpr_mf is not fitted")
         return (self.user_vecs[np.asarray(users)] @ self.item_vecs.T).astype(np.float32)

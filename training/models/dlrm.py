@@ -118,4 +118,4 @@ class DlrmRecommender(RankerRecommender):
             fit_retriever,
             ctx,
         )
-        self.name = "dlrm" if cfg.objective == "implicit" else "dlrm-rating"
+        self.name = "dlrm" if cfg.objective == "implicit" else "dlrm_rating"

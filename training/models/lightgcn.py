@@ -7,7 +7,6 @@ serve the rerank stage's graph affinity.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,9 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from training.data.interactions import Interactions
-from training.loop import EpochTimer, LocalContext, TrainContext, set_seed, unwrap
-
-log = logging.getLogger(__name__)
+from training.loop import Batch, BatchLoss, EpochLoop, LocalContext, TrainContext, set_seed, unwrap
 
 
 @dataclass(frozen=True)
@@ -89,26 +86,20 @@ def train_lightgcn(data: Interactions, config: LightGcnConfig, ctx: TrainContext
     opt = torch.optim.Adam(trained.parameters(), lr=config.lr)
     users = torch.from_numpy(data.user_idx)
     items = torch.from_numpy(data.item_idx)
-    n = len(data)
-    for epoch in range(config.epochs):
-        timer = EpochTimer()
-        perm = torch.from_numpy(ctx.shard(n, rng))
-        negs = torch.from_numpy(rng.integers(0, data.n_items, len(perm)))
-        total = 0.0
-        for pos_in_epoch, start in enumerate(range(0, len(perm), config.batch_size)):
-            idx = perm[start : start + config.batch_size]
-            neg = negs[pos_in_epoch * config.batch_size : pos_in_epoch * config.batch_size + len(idx)]
-            diff, reg = trained(users[idx], items[idx], neg)
-            loss = -F.logsigmoid(diff).mean() + config.weight_decay * reg / (2 * len(idx))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            timer.add(len(idx))
-        mean = total / max(len(perm), 1)
-        ctx.report({"epoch": epoch + 1, "loss": mean, "samples_per_s": timer.rate()}, trained)
-        if epoch % 10 == 9 or epoch == config.epochs - 1:
-            log.info("lightgcn epoch %d/%d loss %.4f", epoch + 1, config.epochs, mean)
+
+    def start_epoch(order: np.ndarray) -> BatchLoss:
+        negs = torch.from_numpy(rng.integers(0, data.n_items, len(order)))  # aligned with this epoch's order
+
+        def loss(batch: Batch) -> torch.Tensor:
+            idx = batch.idx
+            diff, reg = trained(users[idx], items[idx], negs[batch.rows])
+            return -F.logsigmoid(diff).mean() + config.weight_decay * reg / (2 * len(idx))
+
+        return loss
+
+    EpochLoop("lightgcn", config.epochs, config.batch_size, ctx, log_every=10).run(
+        trained, opt, len(data), rng, start_epoch
+    )
     result = unwrap(trained)
     assert isinstance(result, LightGcn)
     return result

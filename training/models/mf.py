@@ -6,16 +6,13 @@ inner product gives the full score and a Faiss inner-product index serves it.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from training.loop import EpochTimer, LocalContext, TrainContext, set_seed
-
-log = logging.getLogger(__name__)
+from training.loop import Batch, BatchLoss, EpochLoop, LocalContext, TrainContext, set_seed
 
 
 @dataclass(frozen=True)
@@ -67,25 +64,20 @@ def train_bpr(
     u_all = torch.from_numpy(users.astype(np.int64))
     i_all = torch.from_numpy(items.astype(np.int64))
     n = len(users)
-    for epoch in range(config.epochs):
-        timer = EpochTimer()
-        perm = torch.from_numpy(ctx.shard(n, rng))
-        neg_all = torch.from_numpy(rng.integers(0, n_items, n))
-        total = 0.0
-        for start in range(0, len(perm), config.batch_size):
-            idx = perm[start : start + config.batch_size]
+
+    def start_epoch(_order: np.ndarray) -> BatchLoss:
+        neg_all = torch.from_numpy(rng.integers(0, n_items, n))  # one negative per positive, drawn per epoch
+
+        def loss(batch: Batch) -> torch.Tensor:
+            idx = batch.idx
             u, i, j = u_all[idx], i_all[idx], neg_all[idx]
             # One forward over positives and negatives together, so DDP sees a single graph per step.
             scores = trained(torch.cat([u, u]), torch.cat([i, j]))
             diff = scores[: len(idx)] - scores[len(idx) :]
             reg = model.user(u).pow(2).sum() + model.item(i).pow(2).sum() + model.item(j).pow(2).sum()
-            loss = -torch.nn.functional.logsigmoid(diff).mean() + config.weight_decay * reg / len(idx)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            timer.add(len(idx))
-        ctx.report({"epoch": epoch + 1, "loss": total / max(len(perm), 1), "samples_per_s": timer.rate()}, trained)
-        if epoch % 10 == 9 or epoch == config.epochs - 1:
-            log.info("bpr-mf epoch %d/%d loss %.4f", epoch + 1, config.epochs, total / max(len(perm), 1))
+            return -torch.nn.functional.logsigmoid(diff).mean() + config.weight_decay * reg / len(idx)
+
+        return loss
+
+    EpochLoop("bpr_mf", config.epochs, config.batch_size, ctx, log_every=10).run(trained, opt, n, rng, start_epoch)
     return model  # DDP wraps this same module; its parameters are the trained ones

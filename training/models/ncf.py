@@ -4,7 +4,6 @@ item embeddings, fused by a final linear layer; binary cross-entropy with unifor
 from __future__ import annotations
 
 import itertools
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,10 +11,8 @@ import torch
 from torch import nn
 
 from training.data.interactions import Interactions
-from training.loop import EpochTimer, LocalContext, TrainContext, set_seed, unwrap
+from training.loop import Batch, BatchLoss, EpochLoop, LocalContext, TrainContext, set_seed, unwrap
 from training.models.ranker import seen_keys
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,30 +58,26 @@ def train_ncf(data: Interactions, config: NcfConfig, ctx: TrainContext | None = 
     opt = torch.optim.Adam(trained.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     keys = seen_keys(data)
     loss_fn = nn.BCEWithLogitsLoss()
-    n, k = len(data), config.negatives
-    for epoch in range(config.epochs):
-        timer = EpochTimer()
-        perm = ctx.shard(n, rng)
-        u = data.user_idx[perm]
-        neg = rng.integers(0, data.n_items, (len(perm), k))
+    k = config.negatives
+
+    def start_epoch(order: np.ndarray) -> BatchLoss:
+        """Each positive of this epoch's order with k negatives drawn for it (rows in the order's order)."""
+        u = data.user_idx[order]
+        neg = rng.integers(0, data.n_items, (len(order), k))
         hit = np.isin(u[:, None] * data.n_items + neg, keys)
         neg[hit] = rng.integers(0, data.n_items, int(hit.sum()))  # one redraw is enough at this density
         users = torch.from_numpy(np.concatenate([u[:, None], np.repeat(u[:, None], k, axis=1)], axis=1))
-        items = torch.from_numpy(np.concatenate([data.item_idx[perm][:, None], neg], axis=1))
-        labels = torch.zeros(len(perm), k + 1)
+        items = torch.from_numpy(np.concatenate([data.item_idx[order][:, None], neg], axis=1))
+        labels = torch.zeros(len(order), k + 1)
         labels[:, 0] = 1.0
-        total = 0.0
-        for start in range(0, len(perm), config.batch_size):
-            sl = slice(start, start + config.batch_size)
-            loss = loss_fn(trained(users[sl].reshape(-1), items[sl].reshape(-1)), labels[sl].reshape(-1))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(users[sl])
-            timer.add(len(users[sl]))
-        mean = total / max(len(perm), 1)
-        ctx.report({"epoch": epoch + 1, "loss": mean, "samples_per_s": timer.rate()}, trained)
-        log.info("ncf epoch %d/%d bce %.4f", epoch + 1, config.epochs, mean)
+
+        def loss(batch: Batch) -> torch.Tensor:
+            sl = batch.rows
+            return loss_fn(trained(users[sl].reshape(-1), items[sl].reshape(-1)), labels[sl].reshape(-1))
+
+        return loss
+
+    EpochLoop("ncf", config.epochs, config.batch_size, ctx).run(trained, opt, len(data), rng, start_epoch)
     result = unwrap(trained)
     assert isinstance(result, NeuMf)
     result.eval()

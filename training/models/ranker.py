@@ -24,7 +24,7 @@ from artifacts import ranker_features as rf
 from artifacts.ranker_features import DENSE_FEATURES, EncodedBatch
 from training.data.interactions import Interactions
 from training.data.offline import RECENT_POPULARITY_WEEKS
-from training.loop import EpochTimer, LocalContext, TrainContext, set_seed, unwrap
+from training.loop import Batch, EpochLoop, LocalContext, TrainContext, each_batch, set_seed, unwrap
 from training.models.base import Recommender
 
 log = logging.getLogger(__name__)
@@ -106,23 +106,12 @@ def fit_ranking_module(
     dense = torch.from_numpy(batch.dense)
     y = torch.from_numpy(targets.astype(np.float32))
     loss_fn: nn.Module = nn.BCEWithLogitsLoss() if objective == "implicit" else nn.MSELoss()
-    n = len(targets)
-    trained.train()
-    for epoch in range(config.epochs):
-        timer = EpochTimer()
-        perm = torch.from_numpy(ctx.shard(n, rng))
-        total = 0.0
-        for start in range(0, len(perm), config.batch_size):
-            idx = perm[start : start + config.batch_size]
-            loss = loss_fn(trained(sparse[idx], genres[idx], dense[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            timer.add(len(idx))
-        mean = total / max(len(perm), 1)
-        ctx.report({"epoch": epoch + 1, "loss": mean, "samples_per_s": timer.rate()}, trained)
-        log.info("%s epoch %d/%d %s %.4f", name, epoch + 1, config.epochs, objective, mean)
+
+    def loss(batch: Batch) -> torch.Tensor:
+        idx = batch.idx
+        return loss_fn(trained(sparse[idx], genres[idx], dense[idx]), y[idx])
+
+    EpochLoop(name, config.epochs, config.batch_size, ctx).run(trained, opt, len(targets), rng, each_batch(loss))
     module = unwrap(trained)
     module.eval()
     return module
@@ -137,7 +126,7 @@ def train_ranker(
 ) -> MlpRankerModule:
     set_seed(config.seed)
     model = MlpRankerModule(cardinalities, batch.genres.shape[1], config)
-    fit_ranking_module(model, batch, labels, config, "implicit", ctx, name="mlp-ranker")
+    fit_ranking_module(model, batch, labels, config, "implicit", ctx, name="mlp_ranker")
     return model
 
 

@@ -3,7 +3,6 @@ items predicts the next one with a softmax over all items; scoring feeds the use
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,10 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from training.data.interactions import Interactions
-from training.loop import EpochTimer, LocalContext, TrainContext, set_seed, unwrap
+from training.loop import Batch, EpochLoop, LocalContext, TrainContext, each_batch, set_seed, unwrap
 from training.models.two_tower import HistoryEncoder, latest_histories, sequence_examples
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,23 +54,14 @@ def train_sequence(data: Interactions, config: SequenceConfig, ctx: TrainContext
     targets = torch.from_numpy(ex.targets[keep])
     trained = ctx.prepare_model(model)
     opt = torch.optim.Adam(trained.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    n = len(targets)
-    for epoch in range(config.epochs):
-        trained.train()
-        timer = EpochTimer()
-        perm = torch.from_numpy(ctx.shard(n, rng))
-        total = 0.0
-        for start in range(0, len(perm), config.batch_size):
-            idx = perm[start : start + config.batch_size]
-            loss = F.cross_entropy(trained(history[idx], lengths[idx]), targets[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            timer.add(len(idx))
-        mean = total / max(len(perm), 1)
-        ctx.report({"epoch": epoch + 1, "loss": mean, "samples_per_s": timer.rate()}, trained)
-        log.info("sequence epoch %d/%d ce %.4f", epoch + 1, config.epochs, mean)
+
+    def loss(batch: Batch) -> torch.Tensor:
+        idx = batch.idx
+        return F.cross_entropy(trained(history[idx], lengths[idx]), targets[idx])
+
+    EpochLoop("gru4rec" if config.kind == "gru" else f"{config.kind}4rec", config.epochs, config.batch_size, ctx).run(
+        trained, opt, len(targets), rng, each_batch(loss)
+    )
     result = unwrap(trained)
     assert isinstance(result, SequenceModel)
     result.eval()

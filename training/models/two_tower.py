@@ -42,7 +42,7 @@ from artifacts.tower_inputs import (
     year_buckets,
 )
 from training.data.interactions import Interactions
-from training.loop import EpochTimer, LocalContext, TrainContext, set_seed, unwrap
+from training.loop import Batch, EpochLoop, LocalContext, TrainContext, each_batch, set_seed, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -436,32 +436,22 @@ def train_two_tower(data: Interactions, config: TwoTowerConfig, ctx: TrainContex
     log_q = torch.log(counts.clamp(min=1.0) / counts.sum().clamp(min=1.0)) if config.logq_correction else None
     trained = ctx.prepare_model(model)
     opt = torch.optim.Adam(trained.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    n = len(ex.users)
-    for epoch in range(config.epochs):
-        trained.train()
-        timer = EpochTimer()
-        perm = torch.from_numpy(ctx.shard(n, rng))
-        total = 0.0
-        for start in range(0, len(perm), config.batch_size):
-            idx = perm[start : start + config.batch_size]
-            b = len(idx)
-            u = users[idx]
-            ctx_b = context[idx]
-            # Dropped context and user ids teach the towers the "unknown" slots used at serving time.
-            ctx_b = ctx_b * (torch.from_numpy(rng.random(b)) >= config.context_dropout).unsqueeze(1).long()
-            uid = torch.where(torch.from_numpy(rng.random(b)) < config.user_id_dropout, torch.full_like(u, -1), u)
-            rand = torch.from_numpy(rng.integers(0, n_items, config.random_negatives))
-            cand = torch.cat([targets[idx], rand])
-            q, v = trained(u, uid, ctx_b, history[idx], lengths[idx], cand)
-            loss = sampled_softmax_loss(q, v, targets[idx], cand, log_q, n_items, config.temperature)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * b
-            timer.add(b)
-        mean = total / max(len(perm), 1)
-        ctx.report({"epoch": epoch + 1, "loss": mean, "samples_per_s": timer.rate()}, trained)
-        log.info("two-tower epoch %d/%d loss %.4f", epoch + 1, config.epochs, mean)
+
+    def loss(batch: Batch) -> torch.Tensor:
+        idx = batch.idx
+        b = len(idx)
+        u = users[idx]
+        # Dropped context and user ids teach the towers the "unknown" slots used at serving time.
+        ctx_b = context[idx] * (torch.from_numpy(rng.random(b)) >= config.context_dropout).unsqueeze(1).long()
+        uid = torch.where(torch.from_numpy(rng.random(b)) < config.user_id_dropout, torch.full_like(u, -1), u)
+        rand = torch.from_numpy(rng.integers(0, n_items, config.random_negatives))
+        cand = torch.cat([targets[idx], rand])
+        q, v = trained(u, uid, ctx_b, history[idx], lengths[idx], cand)
+        return sampled_softmax_loss(q, v, targets[idx], cand, log_q, n_items, config.temperature)
+
+    EpochLoop("two_tower", config.epochs, config.batch_size, ctx).run(
+        trained, opt, len(ex.users), rng, each_batch(loss)
+    )
     result = unwrap(trained)
     assert isinstance(result, TwoTowerModel)
     result.eval()
@@ -546,13 +536,13 @@ class TwoTowerRecommender:
     """Two-tower retrieval under the evaluation protocol: user vectors (train history, neutral context) against
     the item embeddings."""
 
-    name = "two-tower"
+    name = "two_tower"
 
     def __init__(self, config: TwoTowerConfig | None = None, ctx: TrainContext | None = None) -> None:
         self.config = config or TwoTowerConfig()
         self.ctx = ctx
         if self.config.encoder != "mean":
-            self.name = f"two-tower-{self.config.encoder}"
+            self.name = f"two_tower_{self.config.encoder}"
         self.model: TwoTowerModel | None = None
         self.user_vecs: np.ndarray | None = None
         self.item_vecs: np.ndarray | None = None
@@ -567,5 +557,5 @@ class TwoTowerRecommender:
 
     def score(self, users: np.ndarray) -> np.ndarray:
         if self.user_vecs is None or self.item_vecs is None:
-            raise RuntimeError("two-tower is not fitted")
+            raise RuntimeError("two_tower is not fitted")
         return (self.user_vecs[np.asarray(users)] @ self.item_vecs.T).astype(np.float32)

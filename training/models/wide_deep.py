@@ -106,7 +106,7 @@ def train_wide_deep(
         raise ValueError(f"unknown objective {config.objective!r}")
     set_seed(config.seed)
     model = WideDeepModule(cardinalities, batch.genres.shape[1], config)
-    fit_ranking_module(model, batch, targets, config, config.objective, ctx, name="wide-deep")
+    fit_ranking_module(model, batch, targets, config, config.objective, ctx, name="wide_deep")
     return model
 
 
@@ -135,4 +135,4 @@ class WideDeepRecommender(RankerRecommender):
             fit_retriever,
             ctx,
         )
-        self.name = "wide-deep" if cfg.objective == "implicit" else "wide-deep-rating"
+        self.name = "wide_deep" if cfg.objective == "implicit" else "wide_deep_rating"
