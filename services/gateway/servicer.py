@@ -22,8 +22,11 @@ from services.gateway.eventlog import EventLog, open_event_log
 from services.gateway.feedback import check_events
 from services.gateway.fresh_features import ActivityPusher
 from services.gateway.impressions import ImpressionLogger
-from services.gateway.pipeline import RecommendPipeline, Stages
+from services.gateway.pipeline import RecommendPipeline
 from services.gateway.settings import GatewaySettings
+from services.gateway.similar import SimilarItems
+from services.gateway.stage_clients import FeastFeatureStage, GrpcCandidateStage, GrpcRankingStage, GrpcRerankStage
+from services.gateway.stages import Stages
 from services.gateway.user_features import UserFeatureReader
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,8 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
         self.settings = settings
         self.common = common
         self.pipeline: RecommendPipeline | None = None
+        self.similar: SimilarItems | None = None
+        self.features: FeastFeatureStage | None = None
         self.activity: ActivityPusher | None = None
         self.impressions: ImpressionLogger | None = None
         self._event_log = event_log  # injected (tests) or built from the settings in load()
@@ -61,12 +66,13 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
         ranking = open_channel(s.ranking_address, [_full_name(ranking_pb2, "RankingService")], creds)
         rerank = open_channel(s.rerank_address, [_full_name(rerank_pb2, "RerankService")], creds)
         self.channels = {"candidate": candidate, "ranking": ranking, "rerank": rerank}
-        stages = Stages(
-            candidate=candidate_pb2_grpc.CandidateServiceStub(candidate),
-            ranking=ranking_pb2_grpc.RankingServiceStub(ranking),
-            rerank=rerank_pb2_grpc.RerankServiceStub(rerank),
+        self.pipeline = await asyncio.to_thread(self._load_pipeline)
+        self.similar = SimilarItems(
+            candidate_pb2_grpc.CandidateServiceStub(candidate),
+            self.pipeline.answers,
+            s.max_count,
+            s.candidate_timeout_ms,
         )
-        self.pipeline = await asyncio.to_thread(self._load_pipeline, stages)
         if s.push_features:
             source = s.activity_push_source
             try:
@@ -82,12 +88,20 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
         self.impressions.start()
         log.info("gateway loaded bundle %s", self.pipeline.bundle_version)
 
-    def _load_pipeline(self, stages: Stages) -> RecommendPipeline:
+    def _load_pipeline(self) -> RecommendPipeline:
         bundle = load_current(self.common.bundle_dir)
         fallback = load_fallback_data(bundle)
         catalogue = Catalogue.load(self.common.feature_repo, fallback.item_ids.tolist())
-        features = UserFeatureReader(self.common.feature_repo, self.settings.user_feature_service)
-        return RecommendPipeline(self.settings, stages, features, fallback, catalogue, bundle.version)
+        self.features = FeastFeatureStage(
+            UserFeatureReader(self.common.feature_repo, self.settings.user_feature_service)
+        )
+        stages = Stages(
+            features=self.features,
+            candidate=GrpcCandidateStage(candidate_pb2_grpc.CandidateServiceStub(self.channels["candidate"])),
+            ranking=GrpcRankingStage(ranking_pb2_grpc.RankingServiceStub(self.channels["ranking"])),
+            rerank=GrpcRerankStage(rerank_pb2_grpc.RerankServiceStub(self.channels["rerank"])),
+        )
+        return RecommendPipeline(self.settings, stages, fallback, catalogue, bundle.version)
 
     async def warm_up(self) -> None:
         """One Feast read (the SDK's first costs ~20 ms more than the next) and a connection to each stage that
@@ -95,10 +109,9 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
         WARM_UP_CONNECT_S. (A stage that was down is then in its reconnect backoff, about 1 s, as after any
         failed call.)"""
         if self.pipeline is not None:
-            try:
-                await self.pipeline.read_features("", self.pipeline.budget(None))  # bounded as a request's read is
-            except Unavailable as exc:
-                log.warning("feature store not reachable at start-up: %s", exc.message)
+            failed = await self.pipeline.warm_up()  # bounded as a request's read is
+            if failed is not None:
+                log.warning("feature store not reachable at start-up: %s", failed.why)
         ready = [asyncio.wait_for(channel.channel_ready(), WARM_UP_CONNECT_S) for channel in self.channels.values()]
         outcomes = await asyncio.gather(*ready, return_exceptions=True)
         missing = [name for name, outcome in zip(self.channels, outcomes, strict=True) if outcome is not None]
@@ -106,8 +119,8 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
             log.info("not connected at start-up: %s; the first requests connect", ", ".join(missing))
 
     async def close(self) -> None:
-        if self.pipeline is not None:
-            self.pipeline.close()
+        if self.features is not None:
+            self.features.close()
         for channel in self.channels.values():
             await channel.close()
         if self.impressions is not None:
@@ -131,7 +144,9 @@ class GatewayApp(gateway_pb2_grpc.GatewayServiceServicer):
     async def SimilarItems(
         self, request: gateway_pb2.SimilarItemsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SimilarItemsResponse:
-        return await self._ready().similar_items(request)
+        if self.similar is None:
+            raise Unavailable("the gateway is still loading")
+        return await self.similar(request)
 
     async def RecordFeedback(
         self, request: gateway_pb2.RecordFeedbackRequest, context: grpc.aio.ServicerContext

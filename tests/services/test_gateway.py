@@ -272,8 +272,8 @@ async def test_feature_store_unreachable_answers_with_default_features(
         assert online in yaml
         redis = f"online_store:\n  type: redis\n  connection_string: 127.0.0.1:{free_port()}\n"
         (repo / "feature_store.yaml").write_text(yaml.replace(online, redis))
-        assert app.pipeline is not None
-        app.pipeline.features = UserFeatureReader(repo, app.settings.user_feature_service)
+        assert app.features is not None
+        app.features.reader = UserFeatureReader(repo, app.settings.user_feature_service)
         # A restarted gateway's warm-up meets the same store: it gives up at the requests' deadline, not hangs.
         await asyncio.wait_for(app.warm_up(), timeout=2.0)
         stub = gateway_pb2_grpc.GatewayServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{server.port}"))
