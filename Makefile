@@ -17,7 +17,7 @@ TRITON_VENV := $(VAR)/triton-venv
 STAMP_TRITON := $(TRITON_VENV)/.installed
 BUNDLE := $(VAR)/bundles/CURRENT
 
-.PHONY: help run test lint typecheck protos protos-check lock train data features batch stack triton triton-env clean distclean
+.PHONY: help run test test-fast lint typecheck protos protos-check lock train data features batch stack triton triton-env clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -32,6 +32,17 @@ test: $(BUNDLE) $(STAMP_FEAST) $(STAMP_TRITON) ## Lint, type-check, check genera
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The tests that need no data and no trained bundle (nothing under var/ but the helm/kubectl download of the
+# chart tests): unit, chart and contract tests, with the same static checks as `make test`.
+FAST_TESTS := not needs_data and not needs_bundle and not e2e
+
+test-fast: $(STAMP_VENV) ## The quick loop: static checks and the tests that need no data or bundle (about a minute)
+	$(BIN)/python scripts/gen_protos.py --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/pytest -m "$(FAST_TESTS)" $(PYTEST_ARGS)
 
 # --- steps -------------------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Shared fixtures. The suite runs on the artifacts `make test` builds first: MovieLens-100K as Feast
-offline sources, the materialised Feast repo and a trained bundle under var/."""
+offline sources, the materialised Feast repo and a trained bundle under var/. The tests that use them are
+marked needs_data / needs_bundle here, from the fixtures they use; `make test-fast` runs the others."""
 
 from __future__ import annotations
 
@@ -26,17 +27,25 @@ REDIS_URL = os.environ.get("RECSYS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RUN_ID = f"recsys_test_{uuid.uuid4().hex[:10]}"
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--run-bench", action="store_true", help="also run the slow benchmarks (marked bench)")
+#: The fixtures that read what `make test` builds under var/, and the marker each gives every test that uses
+#: it, directly or through other fixtures. `make test-fast` deselects these markers (and e2e), so what it runs
+#: needs no data and no bundle; a test that reads var/ some other way needs its fixture listed here.
+BUILT_BY_MAKE_TEST = {
+    "bundle": "needs_bundle",  # var/bundles (trained) and var/feast (materialised)
+    "offline_dir": "needs_data",  # var/data/feast, the Feast offline sources
+    "atomic_dir": "needs_data",  # var/data/raw/ml-100k, the downloaded MovieLens files (tests/unit/test_movielens.py)
+}
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by these markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--run-bench"):
-        return
-    skip = pytest.mark.skip(reason="benchmark: opt in with --run-bench")
     for item in items:
-        if "bench" in item.keywords:
-            item.add_marker(skip)
+        used = set(getattr(item, "fixturenames", ()))
+        for marker in sorted({m for fixture, m in BUILT_BY_MAKE_TEST.items() if fixture in used}):
+            item.add_marker(marker)
+        if item.path.is_relative_to(E2E_DIR):
+            item.add_marker("e2e")
 
 
 T = TypeVar("T")
