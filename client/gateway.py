@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import collections
 import json
+import time
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -23,6 +26,54 @@ FEEDBACK_TYPES = {
 DEVICES: dict[str, Any] = {
     name.removeprefix("DEVICE_TYPE_").lower(): value for name, value in common_pb2.DeviceType.items()
 }
+# The named methods; unset (UNSPECIFIED) leaves the choice to the rerank service.
+DIVERSITY_METHODS: dict[str, Any] = {
+    name.removeprefix("DIVERSITY_METHOD_").lower(): value
+    for name, value in common_pb2.DiversityMethod.items()
+    if value != common_pb2.DIVERSITY_METHOD_UNSPECIFIED
+}
+
+
+def recommend_request(
+    user_id: str,
+    count: int = 10,
+    *,
+    genres: Sequence[str] = (),
+    exclude_genres: Sequence[str] = (),
+    exclude_item_ids: Sequence[str] = (),
+    diversity: float | None = None,
+    diversity_method: str | None = None,
+    device: str = "unspecified",
+    surface: str = "",
+    explain: bool = True,
+) -> gateway_pb2.RecommendRequest:
+    """A Recommend request; `device` and `diversity_method` by name (keys of DEVICES, DIVERSITY_METHODS), None
+    leaves diversity and its method to the service."""
+    request = gateway_pb2.RecommendRequest(
+        user_id=user_id,
+        count=count,
+        context=common_pb2.RequestContext(device=DEVICES[device], surface=surface),
+        filter=common_pb2.ItemFilter(include_genres=genres, exclude_genres=exclude_genres),
+        exclude_item_ids=exclude_item_ids,
+        explain=explain,
+    )
+    if diversity is not None:
+        request.diversity = diversity
+    if diversity_method is not None:
+        request.diversity_method = DIVERSITY_METHODS[diversity_method]
+    return request
+
+
+def feedback_request(
+    user_id: str, item_id: str, kind: str = "click", value: float = 1.0, event_id: str | None = None
+) -> gateway_pb2.RecordFeedbackRequest:
+    """One interaction of type `kind` (a key of FEEDBACK_TYPES) happening now; `event_id` is the idempotency key
+    (a new one when None), so a retried request is recorded once."""
+    event = gateway_pb2.FeedbackEvent(
+        event_id=event_id or uuid.uuid4().hex, user_id=user_id, item_id=item_id, type=FEEDBACK_TYPES[kind], value=value
+    )
+    event.timestamp.FromNanoseconds(time.time_ns())
+    return gateway_pb2.RecordFeedbackRequest(events=[event])
 
 
 def format_recommendations(user_id: str, reply: gateway_pb2.RecommendResponse) -> str:
@@ -55,6 +106,11 @@ def format_similar(item_id: str, reply: gateway_pb2.SimilarItemsResponse) -> str
         title = f"{item.info.title} ({item.info.year})" if item.info.year else item.info.title
         lines.append(f"  {i:>2}  {item.item_id:>6}  {item.score:6.3f}  {title[:44]:<44} {', '.join(item.info.genres)}")
     return "\n".join(lines)
+
+
+def format_feedback(reply: gateway_pb2.RecordFeedbackResponse) -> str:
+    text = f"accepted {reply.accepted} event(s), {reply.duplicates} already recorded"
+    return text + "".join(f"\n  rejected #{r.index} {r.event_id}: {r.reason}" for r in reply.rejected)
 
 
 def to_json(message: Any) -> str:

@@ -3,12 +3,15 @@
 Requests are fired on a fixed schedule (`--rate` per second, Poisson arrivals) whether or not earlier ones
 have finished, so a slow server cannot slow the load down and hide its own latency (no coordinated omission):
 each latency is measured from the request's scheduled time. Reports p50/p95/p99, the achieved rate, errors by
-status code and how many answers were degraded (by stage). `--json` prints the figures for scripts.
+status code and how many answers were degraded (by stage). `--json` prints the figures for scripts. Progress
+(requests answered and sent) goes to stderr when it is a terminal, unless TQDM_DISABLE is set (as --json does).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -17,9 +20,16 @@ from typing import Any
 
 import grpc
 import numpy as np
+from tqdm import tqdm
 
 from recsys.common.v1 import common_pb2
 from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+
+def progress_disabled() -> bool | None:
+    """tqdm's `disable` for bars of the command line: True when TQDM_DISABLE is set (tqdm reads it only when
+    first imported), else None: a bar only when stderr is a terminal."""
+    return True if os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true", "yes"} else None
 
 
 @dataclass
@@ -68,47 +78,52 @@ async def run(
     picks = rng.integers(0, len(users), len(offsets))
     result = LoadResult()
     in_flight = asyncio.Semaphore(max_in_flight)
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
-        await stub.Recommend(gateway_pb2.RecommendRequest(user_id=users[0], count=count), timeout=10)  # warm
-        start = time.perf_counter()
+    progress = tqdm(
+        total=len(offsets), desc=f"loadtest {rate:g}/s", unit="req", file=sys.stderr, disable=progress_disabled()
+    )
+    with progress as bar:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+            await stub.Recommend(gateway_pb2.RecommendRequest(user_id=users[0], count=count), timeout=10)  # warm
+            start = time.perf_counter()
 
-        async def one(at: float, user: str) -> None:
-            async with in_flight:
-                ok, degraded = False, False
-                try:
-                    reply = await stub.Recommend(
-                        gateway_pb2.RecommendRequest(user_id=user, count=count), timeout=timeout_s
-                    )
-                    ok = True
-                    for stage in reply.degraded_stages:
-                        result.degraded[common_pb2.Stage.Name(stage).removeprefix("STAGE_").lower()] += 1
-                    degraded = bool(reply.degraded_stages)
-                except grpc.aio.AioRpcError as exc:
-                    result.errors[exc.code().name] += 1
-                ms = (time.perf_counter() - start - at) * 1000  # from the scheduled time
-                if ok:
-                    result.latencies_ms.append(ms)
-                result.timeline.append((at, ms, ok, degraded))
+            async def one(at: float, user: str) -> None:
+                async with in_flight:
+                    ok, degraded = False, False
+                    try:
+                        reply = await stub.Recommend(
+                            gateway_pb2.RecommendRequest(user_id=user, count=count), timeout=timeout_s
+                        )
+                        ok = True
+                        for stage in reply.degraded_stages:
+                            result.degraded[common_pb2.Stage.Name(stage).removeprefix("STAGE_").lower()] += 1
+                        degraded = bool(reply.degraded_stages)
+                    except grpc.aio.AioRpcError as exc:
+                        result.errors[exc.code().name] += 1
+                    ms = (time.perf_counter() - start - at) * 1000  # from the scheduled time
+                    if ok:
+                        result.latencies_ms.append(ms)
+                    result.timeline.append((at, ms, ok, degraded))
+                    bar.update()  # answered (or failed)
 
-        tasks = []
-        for at, u in zip(offsets.tolist(), picks.tolist(), strict=True):
-            if stop is not None and stop():
-                break
-            delay = at - (time.perf_counter() - start)
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(at, users[u])))
-        await asyncio.gather(*tasks)
-        result.scheduled = len(tasks)
-        result.wall_s = time.perf_counter() - start
+            tasks = []
+            for at, u in zip(offsets.tolist(), picks.tolist(), strict=True):
+                if stop is not None and stop():
+                    break
+                delay = at - (time.perf_counter() - start)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(at, users[u])))
+                bar.set_postfix_str(f"sent {len(tasks)}, errors {result.errors.total()}", refresh=False)
+            await asyncio.gather(*tasks)
+            result.scheduled = len(tasks)
+            result.wall_s = time.perf_counter() - start
     return result
 
 
 def main(argv: list[str]) -> int:
     import argparse
     import json
-    import os
 
     parser = argparse.ArgumentParser(prog="recsys loadtest", description=__doc__)
     parser.add_argument("--address", default=os.environ.get("RECSYS_GATEWAY_ADDRESS", "127.0.0.1:50051"))
@@ -121,6 +136,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0:
         parser.error("--rate and --duration must be positive")
+    if args.json:
+        os.environ["TQDM_DISABLE"] = "1"  # figures only
     users = [str(u) for u in range(1, args.users + 1)]
     result = asyncio.run(run(args.address, args.rate, args.duration, users, args.count, args.timeout))
     summary = {"target_rate": args.rate, "duration_s": args.duration, **result.summary()}
