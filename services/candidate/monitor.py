@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from artifacts.ann_index import AnnIndex
-from services.candidate.retrieval import AnnProbe
+from services.candidate.query import AnnProbe
 from services.common.telemetry import metrics
 
 log = logging.getLogger(__name__)

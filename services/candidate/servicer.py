@@ -15,7 +15,8 @@ from artifacts.bundle import Bundle, load_current
 from recsys.candidate.v1 import candidate_pb2, candidate_pb2_grpc
 from services.candidate.live import ItemContent
 from services.candidate.monitor import RecallMonitor
-from services.candidate.retrieval import AnnProbe, RetrievalQuery, Retriever
+from services.candidate.query import AnnProbe, RetrievalQuery
+from services.candidate.retrieval import Retriever
 from services.candidate.settings import CandidateSettings
 from services.common.catalogue import ItemFeatureReader
 from services.common.compute import ComputeRunner

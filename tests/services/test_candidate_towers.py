@@ -23,7 +23,7 @@ from artifacts import bundle as fmt
 from artifacts.tower_inputs import AGE_BUCKETS, DEVICES, GENDERS, ITEM_INPUTS, ITEM_OUTPUT, QUERY_INPUTS, QUERY_OUTPUT
 from recsys.candidate.v1 import candidate_pb2, candidate_pb2_grpc
 from recsys.common.v1 import common_pb2
-from services.candidate.retrieval import RetrievalQuery
+from services.candidate.query import RetrievalQuery
 from services.candidate.servicer import CandidateApp
 from services.candidate.settings import CandidateSettings
 from services.common.server import RunningServer, start_and_load
@@ -207,7 +207,7 @@ async def test_a_new_user_placed_by_demographics_gets_their_segments_popular_ite
     reply = await stub.Retrieve(request)
     seg_items = [i for i, s in zip(reply.item_ids, reply.sources, strict=True) if s == SEG]
     assert seg_items and EMB in reply.sources
-    vector = retriever.query_vector(
+    vector = retriever.query_vectors.vector(
         RetrievalQuery("new-y", [], 100, user_features=features), np.empty(0, dtype=np.int64)
     )
     own = segments.popular[segments.segment_of("new-y", vector)]

@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 
 from recsys.common.v1 import common_pb2
+from services.candidate.bundle_parts import BundleParts
 from services.candidate.live import ItemContent
 from services.candidate.monitor import RecallMonitor
-from services.candidate.retrieval import AnnProbe, RetrievalQuery, Retriever, Segments
+from services.candidate.query import AnnProbe, RetrievalQuery
+from services.candidate.retrieval import Retriever
 from services.candidate.settings import CandidateSettings
-from services.candidate.sources import SourceList, merge
+from services.candidate.sources.base import SourceList
+from services.candidate.sources.merge import merge
+from services.candidate.sources.segments import Segments
 from services.common.catalogue import Catalogue
 from services.common.errors import NotFound
 
@@ -77,9 +81,10 @@ def _retriever(n: int = 3000, dim: int = 16, item_affinity: np.ndarray | None = 
         popular=np.stack([np.arange(0, 200, 2), np.arange(1, 200, 2)]),
     )
     s = CandidateSettings(**settings)  # type: ignore[arg-type]
-    return Retriever(
-        "v1", arrays, catalogue, s, contract={"model": "two_tower"}, segments=segs, item_affinity=item_affinity
+    parts = BundleParts(
+        "v1", arrays, catalogue, contract={"model": "two_tower"}, segments=segs, item_affinity=item_affinity
     )
+    return Retriever(parts, s)
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +182,8 @@ def test_history_affinity_sums_the_item_weights_over_the_whole_history() -> None
     assert np.allclose(c.affinity, weights[history][:, rows].sum(axis=0), atol=1e-4)
     # A heavy history (more than n/4 items) takes the matrix-vector path: the same sums.
     heavy = np.arange(0, 200)
-    got = r.history_totals("u0", heavy)
+    assert r.history is not None
+    got = r.history.totals("u0", heavy)
     assert got is not None
     assert np.allclose(
         got[rows], weights[np.union1d(r.fallback.seen.rows("u0"), heavy)][:, rows].sum(axis=0), atol=1e-3
@@ -199,7 +205,7 @@ def test_history_affinity_source_proposes_the_best_allowed_items_by_the_weights(
     assert len(got) == 10, "its share: 0.3 of the quotas in play (embedding 0.6, neighbours 0.2, fresh 0.05), of 40"
     history = np.union1d(r.fallback.seen.rows("u0"), [1])
     totals = weights[history].sum(axis=0)
-    allowed = r.masks(query, r.live, np.asarray([1])).main
+    allowed = r.filters.masks(query, r.live, np.asarray([1])).main
     best = [f"i{k}" for k in np.argsort(-np.where(allowed, totals, -np.inf))[:40]]
     assert set(got) <= set(best), "the source's items are the top allowed items by history affinity"
     assert not {"Western"} & {g for i in got for g in r.catalogue.genres[r.item_pos[i]]}, "filters hold"
@@ -214,7 +220,7 @@ def test_history_affinity_source_proposes_the_best_allowed_items_by_the_weights(
 
 def test_the_feast_segment_of_the_same_bundle_picks_the_cold_users_segment_popular_items() -> None:
     r = _retriever()
-    even, odd = set(r.ids_of(np.arange(0, 200, 2), r.live)), set(r.ids_of(np.arange(1, 200, 2), r.live))
+    even, odd = set(r.rows.ids_of(np.arange(0, 200, 2), r.live)), set(r.rows.ids_of(np.arange(1, 200, 2), r.live))
 
     def segment_items(features: common_pb2.UserFeatures) -> set[str]:
         c = r.retrieve(RetrievalQuery("new-user", [], 40, user_features=features))
@@ -233,39 +239,43 @@ def test_bundle_history_totals_are_cached_per_user_within_the_bound() -> None:
     n = 300
     weights = np.random.default_rng(5).normal(size=(n, n)).astype(np.float32)
     r = _retriever(n=n, item_affinity=weights, affinity_cache_users=2)
+    assert r.history is not None
     expected = {u: weights[r.fallback.seen.rows(u)].sum(axis=0) for u in ("u0", "u1", "u2")}
     for _ in range(2):
         for u, want in expected.items():
-            got = r.history_totals(u, np.empty(0, dtype=np.int64))
+            got = r.history.totals(u, np.empty(0, dtype=np.int64))
             assert got is not None and np.allclose(got, want, atol=1e-4)
-    assert list(r._history_totals) == ["u1", "u2"], "least recently used out"
+    assert list(r.history.cached()) == ["u1", "u2"], "least recently used out"
     # Fresh items not in the bundle history add their rows on top of the cached part, without changing it.
     fresh = np.asarray([r.fallback.seen.rows("u2")[0], 299])  # one already seen, one new
-    with_fresh = r.history_totals("u2", fresh)
+    with_fresh = r.history.totals("u2", fresh)
     extra = 0 if 299 in r.fallback.seen.rows("u2") else weights[299]
     assert with_fresh is not None and np.allclose(with_fresh, expected["u2"] + extra, atol=1e-4)
-    assert np.allclose(r._history_totals["u2"], expected["u2"], atol=1e-4)
+    assert np.allclose(r.history.cached()["u2"], expected["u2"], atol=1e-4)
 
 
 def test_history_totals_of_the_heaviest_users_are_computed_at_load() -> None:
     n = 300
     weights = np.random.default_rng(6).normal(size=(n, n)).astype(np.float32)
     r = _retriever(n=n, item_affinity=weights, affinity_cache_users=3)
+    assert r.history is not None
+    cached = r.history.cached()
     seen = r.fallback.seen
     lengths = {u: len(seen.rows(u)) for u in seen.user_pos}
     heaviest = sorted(lengths, key=lambda u: -lengths[u])[:3]
-    assert set(r._history_totals) == set(heaviest)
+    assert set(cached) == set(heaviest)
     for u in heaviest:  # what a miss would compute: the sum of the user's weight rows
-        assert np.allclose(r._history_totals[u], weights[seen.rows(u)].sum(axis=0), atol=1e-4)
-    assert not r._history_totals[heaviest[0]].flags.writeable
-    assert not _retriever(n=n, item_affinity=weights, affinity_cache_users=0)._history_totals
+        assert np.allclose(cached[u], weights[seen.rows(u)].sum(axis=0), atol=1e-4)
+    assert not cached[heaviest[0]].flags.writeable
+    uncached = _retriever(n=n, item_affinity=weights, affinity_cache_users=0).history
+    assert uncached is not None and not uncached.cached()
 
 
 def test_the_neighbour_table_changes_no_answer() -> None:
     """Retrieve and SimilarItems give the same items with the precomputed neighbour lists as by searching,
     under filters, removals and a runtime item in the catalogue."""
     with_table, searched = _retriever(), _retriever(neighbour_table_max_items=0)
-    assert with_table.neighbour_table is not None and searched.neighbour_table is None
+    assert with_table.search.neighbour_table is not None and searched.search.neighbour_table is None
     for r in (with_table, searched):
         r.remove(["i7", "i8"])
         r.upsert([ItemContent("new-1", "New", ("Comedy",), 2030, tuple(r.item_vectors[3].tolist()))])
@@ -289,9 +299,10 @@ def test_warm_up_changes_no_answer_and_no_state() -> None:
     weights = np.random.default_rng(7).normal(size=(n, n)).astype(np.float32)
     # A cache smaller than the users, so that a warm-up request for an uncached user would evict one.
     warmed, cold = (_retriever(n=n, item_affinity=weights, affinity_cache_users=10) for _ in range(2))
-    cache_before = list(warmed._history_totals)
+    assert warmed.history is not None
+    cache_before = list(warmed.history.cached())
     warmed.warm_up()
-    assert list(warmed._history_totals) == cache_before and warmed.live.n_delta == 0
+    assert list(warmed.history.cached()) == cache_before and warmed.live.n_delta == 0
     for q in (RetrievalQuery("u0", ["i3"], 100), RetrievalQuery("", [], 100), RetrievalQuery("new", ["i5"], 50)):
         a, b = warmed.retrieve(q), cold.retrieve(q)
         assert a.item_ids == b.item_ids and a.sources == b.sources and np.allclose(a.scores, b.scores)

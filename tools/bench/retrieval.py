@@ -113,7 +113,9 @@ def run_one(
 ) -> dict[str, Any]:
     import faiss
 
-    from services.candidate.retrieval import RetrievalQuery, Retriever
+    from services.candidate.bundle_parts import BundleParts
+    from services.candidate.query import RetrievalQuery
+    from services.candidate.retrieval import Retriever
     from services.candidate.settings import CandidateSettings
     from services.common.catalogue import Catalogue
 
@@ -149,7 +151,7 @@ def run_one(
     gc.collect()
     rss0 = _rss_bytes()
     t0 = time.perf_counter()
-    retriever = Retriever("bench", arrays, catalogue, settings, contract={"model": "two_tower"})
+    retriever = Retriever(BundleParts("bench", arrays, catalogue, contract={"model": "two_tower"}), settings)
     build_s = time.perf_counter() - t0
     rss1 = _rss_bytes()
     requests = [RetrievalQuery(str(u), [str(item_ids[r]) for r in histories[u][-3:]], count) for u in range(n_queries)]
@@ -163,8 +165,8 @@ def run_one(
     # Recall and ANN-only time on every 5th request, with the request's own filter (seen + recent items).
     recalls, ann_ms = [], []
     for q in requests[::5][:200]:
-        recent = retriever._rows(q.recent_item_ids, retriever.live)
-        allowed = retriever.masks(q, retriever.live, recent).main
+        recent = retriever.rows.rows_of(q.recent_item_ids, retriever.live)
+        allowed = retriever.filters.masks(q, retriever.live, recent).main
         vector = retriever.user_vectors[int(q.user_id)]
         t = time.perf_counter()
         rows, _ = retriever.index.search(vector, count, allowed, settings.exact_filter_max_rows)
@@ -246,7 +248,8 @@ def run_bundle(queries: int = 1000, count: int = 500) -> dict[str, Any]:
     import faiss
 
     from artifacts.bundle import load_current
-    from services.candidate.retrieval import RetrievalQuery, Retriever
+    from services.candidate.query import RetrievalQuery
+    from services.candidate.retrieval import Retriever
     from services.candidate.settings import CandidateSettings
     from services.common.server import freeze_loaded_heap
     from services.common.settings import CommonSettings
@@ -284,9 +287,9 @@ def run_bundle(queries: int = 1000, count: int = 500) -> dict[str, Any]:
         "query_tower": retriever.query_tower is not None,
         "retrieve": timed(),
     }
-    if retriever.item_affinity is not None:
-        weights, retriever.item_affinity = retriever.item_affinity, None
+    if retriever.history is not None:
+        history, retriever.history = retriever.history, None
         out["retrieve_without_history_affinity"] = timed()
-        retriever.item_affinity = weights
+        retriever.history = history
     out["machine"] = machine()
     return out

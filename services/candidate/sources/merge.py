@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class SourceList:
-    """One source's candidates, best first (global rows), their scores in that source, and its share."""
-
-    source: int  # common_pb2.CandidateSource
-    rows: np.ndarray
-    scores: np.ndarray
-    quota: float
+from services.candidate.sources.base import SourceList
 
 
 def _targets(quotas: Sequence[float], count: int) -> list[int]:
