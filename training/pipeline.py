@@ -1,8 +1,8 @@
 """Trains every model the stack serves and publishes a bundle: `python -m training.pipeline` (`make train`).
 
 Reads the training interactions through the Feast offline store (historical interactions plus the live
-feedback log, training/data/training_data.py), then trains, each as a Ray Train job (`--ray`, the default;
-`--local` runs the same loops in this process):
+feedback log, training/data/training_data.py), then trains, each as a Ray Train job (`--local` runs the same
+loops in this process):
 
 1. the two-tower retrieval model (training/models/two_tower.py): item embeddings for the ANN index, user
    vectors, and the query and item towers as ONNX for request-time use;
@@ -15,23 +15,25 @@ feedback log, training/data/training_data.py), then trains, each as a Ray Train 
    blends that affinity in.
 
 The bundle (artifacts/bundle.py) is published atomically; services switch to it without a restart.
+Every model setting is a flag: `--config.retrieval.epochs 3`, `--config.dlrm.sampling.negatives 4`, ...
+(`--help` lists them with their defaults); `--epochs N` caps every model's epochs.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
+import tyro
 from torch import nn
 
 from artifacts import bundle as bundle_format
@@ -63,18 +65,21 @@ from training.models.autoencoder import DLAE, EASE_MAX_ITEMS, EaseConfig, ease_w
 from training.models.dlrm import DlrmConfig
 from training.models.lightgcn import LightGcnConfig
 from training.models.ranker import build_ranker_features, ranker_examples, top_unseen
+from training.models.registry import MODELS
 from training.models.segments import SegmentConfig, user_segments
 from training.models.wide_deep import WideDeepConfig
 
 log = logging.getLogger("training.pipeline")
 
-RANKERS = {"dlrm": "training.models.dlrm:train_dlrm", "wide_deep": "training.models.wide_deep:train_wide_deep"}
+Ranker = Literal["dlrm", "wide_deep"]
+#: The rankers the bundle can ship (names of the model table).
+RANKERS: tuple[str, ...] = get_args(Ranker)
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     retrieval: tt.TwoTowerConfig = field(default_factory=tt.TwoTowerConfig)
-    ranker: str = "dlrm"
+    ranker: Ranker = "dlrm"
     dlrm: DlrmConfig = field(default_factory=DlrmConfig)
     wide_deep: WideDeepConfig = field(default_factory=WideDeepConfig)
     graph: LightGcnConfig = field(default_factory=LightGcnConfig)
@@ -107,50 +112,37 @@ class PipelineConfig:
 
 
 class Runner(Protocol):
-    def train(self, trainer: str, args: tuple[Any, ...], config: Any) -> nn.Module: ...
+    def train(self, model: str, inputs: tuple[Any, ...], config: Any) -> nn.Module:
+        """Trains `model` (a name of training/models/registry.py) on its trainer's inputs."""
+        ...
 
 
 class LocalRunner:
-    """Runs a trainer in this process, logging one line per epoch."""
+    """Runs a model's trainer in this process (its epochs logged and shown as a progress bar)."""
 
-    def train(self, trainer: str, args: tuple[Any, ...], config: Any) -> nn.Module:
-        import importlib
-
-        module_name, _, function_name = trainer.partition(":")
-        fn: Callable[..., nn.Module] = getattr(importlib.import_module(module_name), function_name)
-        epochs = getattr(config, "epochs", 0)
-
-        def progress(metrics: dict[str, float]) -> None:
-            log.info(
-                "[%s] epoch %d/%d loss %.4f  %.0f samples/s",
-                function_name,
-                int(metrics.get("epoch", 0)),
-                epochs,
-                metrics.get("loss", float("nan")),
-                metrics.get("samples_per_s", 0.0),
-            )
-
-        return fn(*args, config, LocalContext(on_report=progress))
+    def train(self, model: str, inputs: tuple[Any, ...], config: Any) -> nn.Module:
+        trainer = MODELS[model].trainer
+        assert trainer is not None, f"{model} has no trainer"
+        return trainer(*inputs, config, LocalContext())
 
 
 @dataclass
 class RayRunner:
-    """Runs each trainer as a Ray Train job (training/ray_jobs.py) on a local Ray or the cluster at `address`."""
+    """Runs each trainer as a Ray Train job (training/ray/job.py) on a local Ray or the cluster at `address`."""
 
     workers: int = 1
     address: str | None = None
     storage: Path | None = None  # Ray Train results and checkpoints; shared storage on a multi-node cluster
 
     def __post_init__(self) -> None:
-        from training import ray_jobs
+        from training.ray import job
 
-        self.info = ray_jobs.connect(self.address, num_cpus=2)
+        self.info = job.connect(self.address, num_cpus=2)
 
-    def train(self, trainer: str, args: tuple[Any, ...], config: Any) -> nn.Module:
-        from training import ray_jobs
+    def train(self, model: str, inputs: tuple[Any, ...], config: Any) -> nn.Module:
+        from training.ray import job
 
-        storage = self.storage or ray_jobs.DEFAULT_STORAGE
-        module, _ = ray_jobs.run_function(trainer, args, config, workers=self.workers, storage=storage)
+        module, _ = job.train_module(model, inputs, config, self.workers, self.storage or job.DEFAULT_STORAGE)
         return module
 
 
@@ -183,7 +175,7 @@ def train_and_publish(
     log.info("training on %d interactions (%d users x %d items)", len(data), data.n_users, data.n_items)
 
     t0 = time.perf_counter()
-    retrieval = runner.train("training.models.two_tower:train_two_tower", (data,), config.retrieval)
+    retrieval = runner.train("two_tower", (data,), config.retrieval)
     assert isinstance(retrieval, tt.TwoTowerModel)
     item_vecs = tt.item_embeddings(retrieval)
     user_vecs = tt.user_vectors(retrieval, data)
@@ -201,11 +193,11 @@ def train_and_publish(
         scores = user_vecs @ item_vecs.T
         hard_pool = top_unseen(scores, data, np.arange(data.n_users), ranker_cfg.sampling.hard_pool)
     batch, labels = ranker_examples(features, data, hard_pool, ranker_cfg.sampling, seed=ranker_cfg.seed)
-    ranker = runner.train(RANKERS[config.ranker], (batch, labels, features.contract.cardinalities()), ranker_cfg)
+    ranker = runner.train(config.ranker, (batch, labels, features.contract.cardinalities()), ranker_cfg)
     timings["ranker_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    graph = runner.train("training.models.lightgcn:train_lightgcn", (data,), config.graph)
+    graph = runner.train("lightgcn", (data,), config.graph)
     graph_users, graph_items = graph.export()  # type: ignore[operator]
     timings["graph_s"] = time.perf_counter() - t0
 
@@ -362,32 +354,50 @@ def train_and_publish(
     return published
 
 
+@dataclass(kw_only=True)
+class PipelineArgs:
+    feature_repo: Path = FEATURE_REPO
+    """read the training data through Feast"""
+    offline_dir: Path | None = None
+    """read the Parquet sources directly instead (no Feast)"""
+    bundle_dir: Path = field(default_factory=lambda: CommonSettings().bundle_dir)
+    ranker: Ranker | None = None
+    """the ranker to ship (default: the config's, dlrm); short for --config.ranker"""
+    epochs: int | None = None
+    """cap every model's epochs (smoke runs)"""
+    local: bool = False
+    """train in this process instead of as Ray Train jobs"""
+    workers: int = 1
+    """Ray Train workers per model"""
+    address: str | None = None
+    """Ray cluster (default: RAY_ADDRESS, else a local Ray)"""
+    storage_path: Path | None = None
+    """Ray Train results and checkpoints (default var/ray_results)"""
+    config: PipelineConfig = field(default_factory=PipelineConfig)
+    """every model's settings"""
+
+    def pipeline_config(self) -> PipelineConfig:
+        config = self.config if self.ranker is None else replace(self.config, ranker=self.ranker)
+        return config if self.epochs is None else config.with_epochs(self.epochs)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--feature-repo", type=Path, default=FEATURE_REPO, help="read training data through Feast")
-    parser.add_argument("--offline-dir", type=Path, help="read the Parquet sources directly instead (no Feast)")
-    parser.add_argument("--bundle-dir", type=Path, default=CommonSettings().bundle_dir)
-    parser.add_argument("--ranker", choices=sorted(RANKERS), default="dlrm")
-    parser.add_argument("--epochs", type=int, help="cap every model's epochs (smoke runs)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--ray", dest="ray", action="store_true", default=True, help="Ray Train jobs (default)")
-    where.add_argument("--local", dest="ray", action="store_false", help="train in this process")
-    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per model")
-    parser.add_argument("--address", help="Ray cluster (default: RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--storage-path", type=Path, help="Ray Train results and checkpoints (default var/ray_results)")
-    args = parser.parse_args(argv)
+    args = tyro.cli(
+        PipelineArgs,
+        args=sys.argv[1:] if argv is None else argv,
+        prog="python -m training.pipeline",
+        description=__doc__,
+        config=(tyro.conf.AvoidSubcommands,),  # item_affinity: flags of its default, no None subcommand
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    runner: Runner = RayRunner(args.workers, args.address, args.storage_path) if args.ray else LocalRunner()
+    runner: Runner = LocalRunner() if args.local else RayRunner(args.workers, args.address, args.storage_path)
     if args.offline_dir is not None:
         data = load_offline(args.offline_dir)
-    elif args.ray:  # Feast point-in-time join -> Ray Data -> Interactions, as every Ray training job reads it
+    elif not args.local:  # Feast point-in-time join -> Ray Data -> Interactions, as every Ray training job reads it
         data = dataset_to_interactions(load_training_dataset(args.feature_repo))
     else:
         data = to_interactions(training_frame(args.feature_repo))
-    config = PipelineConfig(ranker=args.ranker)
-    if args.epochs is not None:
-        config = config.with_epochs(args.epochs)
-    train_and_publish(data, args.bundle_dir, config, runner)
+    train_and_publish(data, args.bundle_dir, args.pipeline_config(), runner)
     return 0
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import torch
 
-from training.ray_jobs import RUNTIME_ENV_EXCLUDES
+from training.ray.job import RUNTIME_ENV_EXCLUDES
 
 from ..conftest import REPO, copy_feature_repo, run_feast
 from ..waiting import eventually

@@ -15,10 +15,9 @@ import pytest
 from training.data.interactions import Interactions, load_offline
 from training.data.offline import write_offline_sources
 from training.data.synthetic import generate
-from training.evaluation import cli, harness, registry
+from training.evaluation import cli, harness
 from training.evaluation import metrics as m
-from training.evaluation.baselines import MostPopular
-from training.evaluation.context import EvalConfig, EvalContext
+from training.evaluation.context import QUICK_EPOCHS, EvalConfig, EvalContext
 from training.evaluation.report import BIAS_PNG, COMPARISON_PNG, MARKDOWN_NAME, write_report
 from training.evaluation.splits import (
     SplitError,
@@ -27,6 +26,8 @@ from training.evaluation.splits import (
     random_split,
     temporal_split,
 )
+from training.models.baselines import PopularityRecommender
+from training.models.registry import MODELS, ModelSpec, UnknownModel, lookup, trainable
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +217,7 @@ def test_bad_split_dirs_fail_clearly(data: Interactions, tmp_path: Path, damage:
         load_split_dir(tmp_path, data)
 
 
-# --- registry --------------------------------------------------------------------------------------------
+# --- the model table and the harness's choice of models ---------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -226,68 +227,76 @@ class _Config:
     lr: float = 0.1
 
 
-def test_configure_fills_seeds_and_caps_epochs_when_quick() -> None:
-    def train(offline_dir: Path, bundle_dir: Path, config: _Config, extra: _Config | None = None) -> None: ...
-
-    kwargs = registry.configure(train, seed=7, quick=True, given=("offline_dir", "bundle_dir"))
-    assert kwargs["config"] == _Config(epochs=registry.QUICK_EPOCHS, seed=7)
-    assert kwargs["extra"] == _Config(epochs=registry.QUICK_EPOCHS, seed=7)
-    assert registry.configure(train, seed=1, quick=False, given=("offline_dir", "bundle_dir"))["config"].epochs == 30
-
-    class Model:
-        name = "m"
-
-        def __init__(self, epochs: int = 50, seed: int = 0) -> None: ...
-
-    assert registry.configure(Model, seed=2, quick=True) == {"seed": 2, "epochs": registry.QUICK_EPOCHS}
+def test_specs_seed_their_configs_and_cap_epochs_when_quick() -> None:
+    spec = ModelSpec("m", _Config(), PopularityRecommender)
+    assert spec.configured(seed=7, max_epochs=QUICK_EPOCHS) == _Config(epochs=QUICK_EPOCHS, seed=7)
+    assert spec.configured(seed=1).epochs == 30
+    assert ModelSpec("p", None, PopularityRecommender).configured(seed=2, max_epochs=QUICK_EPOCHS) is None
 
 
-class _FakeRetriever(MostPopular):
-    name = "fake-retriever"
+class _FakeRetriever(PopularityRecommender):
+    name = "fake_retriever"
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, config: _Config | None = None) -> None:
         super().__init__()
-        self.seed = seed
+        self.config = config
 
 
 class _FakeRanker:
-    name = "fake-ranker"
+    name = "fake_ranker"
 
-    def __init__(self, retriever: _FakeRetriever, config: _Config | None = None, fit_retriever: bool = True) -> None:
+    def __init__(self, config: _Config, retriever: _FakeRetriever | None = None, fit_retriever: bool = True) -> None:
         self.retriever, self.config, self.fit_retriever = retriever, config, fit_retriever
 
     def fit(self, train: Interactions, valid: Interactions | None = None) -> None: ...
 
     def score(self, users: np.ndarray) -> np.ndarray:
+        assert self.retriever is not None
         return self.retriever.score(users)
 
 
-def test_registry_builds_variants_and_shares_fitted_retrievers() -> None:
-    here = __name__
-    reg = registry.Registry(
-        {
-            "r": registry.ModelEntry("r", f"{here}:_FakeRetriever"),
-            "k": registry.ModelEntry("k", f"{here}:_FakeRanker", {"config": {"lr": 0.5}}, retriever="r"),
-        },
-        {},
-    )
-    assert reg.resolve(None) == ["r", "k", registry.PIPELINE]
-    assert reg.resolve(["pipeline", "k", "r"]) == ["r", "k", "pipeline"]
-    fresh = reg.create("k", seed=3, quick=True)
-    assert fresh.config == _Config(epochs=registry.QUICK_EPOCHS, seed=3, lr=0.5)
-    assert fresh.fit_retriever and fresh.retriever.seed == 3
+_TABLE = {
+    "r": ModelSpec("r", _Config(), _FakeRetriever),
+    "k": ModelSpec("k", _Config(lr=0.5), _FakeRanker, retriever="r"),
+    "off": ModelSpec("off", None, PopularityRecommender, evaluated_by_default=False),
+    "untested": ModelSpec("untested", _Config(), None),
+}
+
+
+def test_harness_builds_variants_and_shares_fitted_retrievers() -> None:
+    assert harness.resolve(None, _TABLE) == ["r", "k", harness.PIPELINE]
+    assert harness.resolve(["pipeline", "k", "r", "off"], _TABLE) == ["r", "off", "k", "pipeline"]
+    fresh = harness.create("k", EvalConfig(seed=3, quick=True), None, _TABLE)
+    assert isinstance(fresh, _FakeRanker) and isinstance(fresh.retriever, _FakeRetriever)
+    assert fresh.config == _Config(epochs=QUICK_EPOCHS, seed=3, lr=0.5)
+    assert fresh.fit_retriever and fresh.retriever.config == _Config(epochs=QUICK_EPOCHS, seed=3)
     fitted = _FakeRetriever()
-    shared = reg.create("k", seed=3, quick=False, fitted={"r": fitted})
+    shared = harness.create("k", EvalConfig(seed=3), {"r": fitted}, _TABLE)
+    assert isinstance(shared, _FakeRanker)
     assert shared.retriever is fitted and not shared.fit_retriever and shared.config.epochs == 30
 
 
-def test_registry_resolves_names_and_rejects_unknown_ones() -> None:
-    reg = registry.discover(modules=())
-    assert reg.names() == ["popularity"]
-    assert reg.resolve(None) == ["popularity", registry.PIPELINE]
-    with pytest.raises(registry.UnknownModel, match="nope"):
-        reg.resolve(["popularity", "nope"])
-    assert registry.is_recommender_class(MostPopular, MostPopular.__module__)
+def test_harness_rejects_unknown_names_listing_the_valid_ones() -> None:
+    assert harness.available(_TABLE) == ["k", "off", "r", harness.PIPELINE]
+    with pytest.raises(UnknownModel, match="nope; choose from: k, off, r, pipeline"):
+        harness.resolve(["r", "nope"], _TABLE)
+    with pytest.raises(UnknownModel, match="untested"):
+        harness.resolve(["untested"], _TABLE)
+
+
+def test_one_table_for_training_and_evaluation() -> None:
+    """Every trainable model trains through the table's trainer; every default model of the harness is in it,
+    ranker variants over the two-tower retriever."""
+    assert trainable() == [n for n, s in MODELS.items() if s.trainer is not None]
+    assert {"bpr_mf", "two_tower", "lightgcn", "ncf", "mult_vae", "gru4rec", "mlp_ranker", "dlrm", "wide_deep"} <= set(
+        trainable()
+    )
+    assert {n for n in harness.resolve(None) if n != harness.PIPELINE} == {
+        n for n, s in MODELS.items() if s.recommender is not None and s.evaluated_by_default
+    }
+    assert MODELS["dlrm_rating"].config.objective == "rating" and MODELS["dlrm_rating"].retriever == "two_tower"
+    with pytest.raises(UnknownModel, match="choose one of: bpr_mf, "):
+        lookup("two-tower", trainable())
 
 
 # --- report and end to end -------------------------------------------------------------------------------
@@ -295,16 +304,14 @@ def test_registry_resolves_names_and_rejects_unknown_ones() -> None:
 
 def test_harness_with_the_popularity_baseline_end_to_end(data: Interactions, tmp_path: Path) -> None:
     split = random_split(data, seed=0)
-    results = harness.run(
-        split, ["popularity"], EvalConfig(seed=0), harness.describe_data(data, tmp_path), registry.discover(())
-    )
+    results = harness.run(split, ["popularity"], EvalConfig(seed=0), harness.describe_data(data, tmp_path))
     entry = results["models"]["popularity"]
     assert 0.0 < entry["ndcg@10"] <= 1.0 and 0.0 < entry["recall@20"] <= 1.0
     assert entry["coverage@10"] < 0.2  # the same list for everyone
     assert {"cold_users", "cold_items", "timings"} <= set(entry)
     # Popularity recommends the top unseen items: check one user by hand.
     ctx = EvalContext.build(split, EvalConfig())
-    model = MostPopular()
+    model = PopularityRecommender()
     model.fit(split.train)
     topk = harness.recommend_all(model, ctx)
     u = int(ctx.users[0])

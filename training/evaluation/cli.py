@@ -11,17 +11,28 @@ Prints the path of the metrics JSON; report.md and the plots lie next to it.
 
 from __future__ import annotations
 
-import argparse
 import logging
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
 
 from artifacts.paths import DEFAULT_VAR
 from training.evaluation.context import EvalConfig
-from training.evaluation.harness import default_out_dir, describe_data, run
-from training.evaluation.registry import PIPELINE, UnknownModel, discover
+from training.evaluation.harness import (
+    PIPELINE_IMPLEMENTATION,
+    available,
+    default_out_dir,
+    describe_data,
+    resolve,
+    run,
+)
 from training.evaluation.report import write_json, write_report
 from training.evaluation.splits import SplitError, load_split_dir, make_split
+from training.models.registry import MODELS, UnknownModel
 
 log = logging.getLogger("training.evaluation")
 
@@ -29,48 +40,54 @@ REPORTS_DIR = DEFAULT_VAR / "reports"
 OFFLINE_DIR = DEFAULT_VAR / "data" / "feast"
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="recsys eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--split", choices=("random", "temporal"), default="random", help="how to split (default random)")
-    p.add_argument("--split-dir", type=Path, help="use train.csv, valid.csv, test.csv from this folder instead")
-    p.add_argument("--models", help=f"comma-separated model names (default: all, and {PIPELINE})")
-    p.add_argument(
-        "--on-validation",
-        action="store_true",
-        help="score against the validation part instead of the test part (for choosing settings; the test part "
-        "stays unseen: excluded from the rankings like the train items)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random split and of every model (default 0)")
-    p.add_argument("--out", type=Path, help="report folder (default var/reports/<UTC timestamp>)")
-    p.add_argument("--offline-dir", type=Path, default=OFFLINE_DIR, help="Parquet offline sources (var/data/feast)")
-    p.add_argument("--quick", action="store_true", help="at most a few epochs per model (for tests)")
-    p.add_argument("--list", action="store_true", help="list the available models and exit")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return p
+@dataclass(kw_only=True)
+class EvalArgs:
+    split: Literal["random", "temporal"] = "random"
+    """how to split"""
+    split_dir: Path | None = None
+    """use train.csv, valid.csv, test.csv from this folder instead"""
+    models: str | None = None
+    """comma-separated model names (default: the default models and pipeline; --list shows them)"""
+    on_validation: bool = False
+    """score against the validation part instead of the test part (for choosing settings; the test part stays
+    unseen: excluded from the rankings like the train items)"""
+    seed: int = 0
+    """seed of the random split and of every model"""
+    out: Path | None = None
+    """report folder (default var/reports/<UTC timestamp>)"""
+    offline_dir: Path = OFFLINE_DIR
+    """Parquet offline sources (var/data/feast)"""
+    quick: bool = False
+    """at most a few epochs per model (for tests)"""
+    list_models: Annotated[bool, tyro.conf.arg(name="list")] = False
+    """list the available models and exit"""
+    verbose: Annotated[bool, tyro.conf.arg(aliases=("-v",))] = False
+    """debug logging"""
+
+    def requested(self) -> list[str] | None:
+        return [n.strip() for n in self.models.split(",") if n.strip()] if self.models else None
+
+
+def print_models() -> None:
+    for name in available():
+        spec = MODELS.get(name)
+        target = spec.implementation if spec is not None else PIPELINE_IMPLEMENTATION
+        extra = "" if spec is None or spec.evaluated_by_default else "  (only when named in --models)"
+        print(f"{name:24s} {target}{extra}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = tyro.cli(EvalArgs, args=sys.argv[1:] if argv is None else argv, prog="recsys eval", description=__doc__)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    requested = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
-    registry = discover(wanted=None if args.list else requested)
-    if args.list:
-        for name in [*registry.names(), PIPELINE]:
-            entry = registry.entries.get(name)
-            target = entry.target if entry is not None else "training.pipeline.train_and_publish + service cores"
-            extra = "" if entry is None or entry.default else "  (only when named in --models)"
-            print(f"{name:24s} {target}{extra}")
-        for module, problem in registry.problems.items():
-            print(f"(skipped {module}: {problem})")
+    if args.list_models:
+        print_models()
         return 0
     try:
-        names = registry.resolve(requested)
+        names = resolve(args.requested())
         from training.data.interactions import load_offline
 
         if not (args.offline_dir / "interactions.parquet").is_file():
@@ -87,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     config = EvalConfig(seed=args.seed, quick=args.quick)
     out = args.out if args.out is not None else default_out_dir(REPORTS_DIR)
     log.info("report folder: %s", out)
-    results = run(
-        split, names, config, describe_data(data, args.offline_dir), registry, lambda doc: write_json(doc, out)
-    )
+    results = run(split, names, config, describe_data(data, args.offline_dir), lambda doc: write_json(doc, out))
     path = write_report(results, out)
     print(path)
     failed = [n for n, e in results["models"].items() if "error" in e]

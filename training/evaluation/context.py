@@ -13,6 +13,8 @@ from training.evaluation.splits import Split
 
 #: Score-matrix cells per batch (users x items); bounds memory for large catalogues.
 BATCH_CELLS = 1 << 24
+#: Epochs of every model (and of the pipeline's) with `quick` (smoke runs and tests).
+QUICK_EPOCHS = 2
 
 
 @dataclass(frozen=True)

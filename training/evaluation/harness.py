@@ -14,7 +14,7 @@ import platform
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,61 @@ import numpy as np
 
 from training.data.interactions import Interactions
 from training.evaluation import metrics as m
-from training.evaluation.context import EvalConfig, EvalContext
-from training.evaluation.registry import PIPELINE, Registry, discover
+from training.evaluation.context import QUICK_EPOCHS, EvalConfig, EvalContext
 from training.evaluation.splits import Split
+from training.models.base import Recommender
+from training.models.registry import MODELS, ModelSpec, UnknownModel, evaluable
+from training.progress import progress
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "recsys-eval/1"
+#: The served stack (training.pipeline and the services' cores, pipeline_eval.py), evaluated after the models.
+PIPELINE = "pipeline"
+PIPELINE_IMPLEMENTATION = "training.pipeline.train_and_publish + service cores"
+
+
+def available(models: Mapping[str, ModelSpec] = MODELS) -> list[str]:
+    """Every name `--models` accepts: the models with an evaluation adapter and the pipeline."""
+    return [*sorted(evaluable(models)), PIPELINE]
+
+
+def resolve(requested: list[str] | None, models: Mapping[str, ModelSpec] = MODELS) -> list[str]:
+    """The names to evaluate (the default ones and the pipeline when `requested` is None), retrievers before
+    the rankers that reuse them and the pipeline last. UnknownModel lists the valid names."""
+    names = available(models)
+    if requested is None:
+        chosen = [n for n in names if n == PIPELINE or models[n].evaluated_by_default]
+    else:
+        unknown = [n for n in requested if n not in names]
+        if unknown:
+            raise UnknownModel(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(names)}")
+        chosen = list(dict.fromkeys(requested))
+
+    def stage(name: str) -> int:
+        if name == PIPELINE:
+            return 2
+        return 1 if models[name].retriever is not None else 0
+
+    return sorted(chosen, key=stage)
+
+
+def create(
+    name: str,
+    config: EvalConfig,
+    fitted: Mapping[str, Recommender] | None = None,
+    models: Mapping[str, ModelSpec] = MODELS,
+) -> Recommender:
+    """An unfitted model with the run's seed (and at most QUICK_EPOCHS epochs with `quick`). A ranker gets its
+    retriever: the already fitted one from `fitted` (then with fit_retriever=False, so it is not trained twice)
+    or a new one."""
+    spec = models[name]
+    model_config = spec.configured(config.seed, QUICK_EPOCHS if config.quick else None)
+    if spec.retriever is None:
+        return spec.build(model_config)
+    if fitted is not None and spec.retriever in fitted:
+        return spec.build(model_config, fitted[spec.retriever], fit_retriever=False)
+    return spec.build(model_config, create(spec.retriever, config, None, models))
 
 
 def recommend_all(model: Any, ctx: EvalContext) -> np.ndarray:
@@ -129,14 +177,14 @@ def run(
     model_names: list[str] | None,
     config: EvalConfig,
     dataset: dict[str, Any],
-    registry: Registry | None = None,
-    progress: Callable[[dict[str, Any]], object] | None = None,
+    progress_doc: Callable[[dict[str, Any]], object] | None = None,
+    models: Mapping[str, ModelSpec] = MODELS,
 ) -> dict[str, Any]:
-    """Evaluates the named models (all when None) on the split; returns the results document. `progress`
-    gets the document so far (with "complete": false) after each model, so a long run leaves results behind."""
+    """Evaluates the named models (the default ones when None) on the split; returns the results document.
+    `progress_doc` gets the document so far (with "complete": false) after each model, so a long run leaves
+    results behind."""
     started = time.perf_counter()
-    registry = registry if registry is not None else discover()
-    names = registry.resolve(model_names)
+    names = resolve(model_names, models)
     ctx = EvalContext.build(split, config)
     log.info(
         "split %s: %d train / %d valid / %d test interactions, %d users evaluated; models: %s",
@@ -147,7 +195,7 @@ def run(
         len(ctx.users),
         ", ".join(names),
     )
-    models: dict[str, Any] = {}
+    results: dict[str, Any] = {}
 
     def document(complete: bool) -> dict[str, Any]:
         return {
@@ -157,40 +205,48 @@ def run(
             "dataset": dataset,
             "protocol": protocol(split, ctx),
             "machine": machine(),
-            "models": dict(models),
-            "skipped_modules": registry.problems,
+            "models": dict(results),
             "timings": {"total_s": round(time.perf_counter() - started, 1)},
         }
 
-    fitted: dict[str, Any] = {}  # fitted models, reused as retrievers by the rankers that name them
-    retrievers = {registry.entries[n].retriever for n in names if n in registry.entries}
-    for name in names:
+    fitted: dict[str, Recommender] = {}  # fitted models, reused as retrievers by the rankers that name them
+    retrievers = {models[n].retriever for n in names if n in models}
+    bar = progress(names, desc="evaluation", unit="model")
+    for name in bar:
+        bar.set_postfix_str(name)
         log.info("evaluating %s", name)
         t0 = time.perf_counter()
         try:
-            if name == PIPELINE:
-                from training.evaluation.pipeline_eval import evaluate_pipeline
-
-                models[name] = evaluate_pipeline(ctx)
-            else:
-                entry = registry.entries[name]
-                model = registry.create(name, config.seed, config.quick, fitted)
-                models[name] = evaluate_recommender(model, ctx, entry.target)
-                if entry.retriever:
-                    shared = entry.retriever in fitted
-                    models[name]["retriever"] = entry.retriever + (" (fitted once, shared)" if shared else "")
-                if name in retrievers:
-                    fitted[name] = model
+            results[name], model = evaluate(name, ctx, fitted, models)
+            if name in retrievers and model is not None:
+                fitted[name] = model
         except Exception as exc:  # one broken model must not lose the others' results
             log.error("%s failed: %s\n%s", name, exc, traceback.format_exc())
-            models[name] = {"error": f"{type(exc).__name__}: {exc}", "timings": {"total_s": time.perf_counter() - t0}}
+            results[name] = {"error": f"{type(exc).__name__}: {exc}", "timings": {"total_s": time.perf_counter() - t0}}
             continue
         finally:
-            if progress is not None:
-                progress(document(complete=False))
-        log.info("%s: ndcg@10 %.4f recall@10 %.4f (%.1fs)", name, models[name].get("ndcg@10", float("nan")),
-                 models[name].get("recall@10", float("nan")), time.perf_counter() - t0)  # fmt: skip
+            if progress_doc is not None:
+                progress_doc(document(complete=False))
+        log.info("%s: ndcg@10 %.4f recall@10 %.4f (%.1fs)", name, results[name].get("ndcg@10", float("nan")),
+                 results[name].get("recall@10", float("nan")), time.perf_counter() - t0)  # fmt: skip
     return document(complete=True)
+
+
+def evaluate(
+    name: str, ctx: EvalContext, fitted: Mapping[str, Recommender], models: Mapping[str, ModelSpec]
+) -> tuple[dict[str, Any], Recommender | None]:
+    """One model's (or the pipeline's) entry of the results document, and the fitted model."""
+    if name == PIPELINE:
+        from training.evaluation.pipeline_eval import evaluate_pipeline
+
+        return evaluate_pipeline(ctx), None
+    spec = models[name]
+    model = create(name, ctx.config, fitted, models)
+    entry = evaluate_recommender(model, ctx, spec.implementation)
+    if spec.retriever:
+        shared = spec.retriever in fitted
+        entry["retriever"] = spec.retriever + (" (fitted once, shared)" if shared else "")
+    return entry, model
 
 
 def default_out_dir(base: Path) -> Path:

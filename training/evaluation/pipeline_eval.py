@@ -30,18 +30,19 @@ import pandas as pd
 
 from artifacts.bundle import Bundle
 from recsys.common.v1 import common_pb2
-from services.candidate.retrieval import RetrievalQuery, Retriever
+from services.candidate.query import RetrievalQuery
+from services.candidate.retrieval import Retriever
 from services.gateway.settings import GatewaySettings
 from services.ranking.backends import InProcessBackend
 from services.ranking.scorer import Encoder, RankerArtifacts, UserRow
-from services.rerank.reranker import DiversityMethod, Reranker
+from services.rerank.query import DiversityMethod, RerankQuery
+from services.rerank.reranker import Reranker
 from services.rerank.settings import RerankSettings
 from training.data.interactions import Interactions
 from training.data.offline import write_offline_sources
 from training.data.schema import Dataset
 from training.evaluation import metrics as m
-from training.evaluation.context import EvalContext, csr, gather_rows
-from training.evaluation.registry import QUICK_EPOCHS
+from training.evaluation.context import QUICK_EPOCHS, EvalContext, csr, gather_rows
 
 log = logging.getLogger(__name__)
 
@@ -367,10 +368,20 @@ def run_stages(cores: StageCores, ctx: EvalContext, online: OnlineFeatures) -> d
             *((f"affinity_{w:.2f}", 0.0, RERANK_METHOD, GRAPH_WEIGHT, w) for w in AFFINITY_SWEEP),
         ]  # fmt: skip
         for key, diversity, method, graph_weight, affinity_weight in runs:
-            picked = cores.reranker.rerank(
-                ids, scores[top], sources, k, diversity, False, recent, user_id, method, graph_weight, affinity,
-                affinity_weight,
-            ).positions  # fmt: skip
+            query = RerankQuery(
+                ids,
+                scores[top],
+                k,
+                sources=sources,
+                affinity=affinity,
+                diversity=diversity,
+                method=method,
+                history_item_ids=recent,
+                user_id=user_id,
+                graph_weight=graph_weight,
+                affinity_weight=affinity_weight,
+            )
+            picked = cores.reranker.rerank(query).positions
             out[key][r, : len(picked)] = rows[top[picked]]
     return out
 

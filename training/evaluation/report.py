@@ -145,11 +145,9 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
                      _fmt(t.get("total_s"), 1)])  # fmt: skip
     lines += [*_table(["model", "fit / train", "recommend", "total"], body), ""]
     failed = {n: e["error"] for n, e in results.get("models", {}).items() if "error" in e}
-    skipped = results.get("skipped_modules", {})
-    if failed or skipped:
+    if failed:
         lines += ["## Not evaluated", ""]
         lines += [f"- `{n}` failed: {err}" for n, err in failed.items()]
-        lines += [f"- module `{mod}` could not be imported: {err}" for mod, err in skipped.items()]
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
