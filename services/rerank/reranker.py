@@ -2,41 +2,31 @@
 the ranking score, business rules, diversity
 (MMR, DPP, or calibration towards the genre mix of the user's history) and explanations.
 
-Order of operations per request, all vectorised over the N candidates: scale the ranking scores to [0, 1];
-blend in the user's graph affinity (LightGCN embeddings, when the bundle has them); apply boosts; drop blocked
-items; reserve pinned positions and exploration slots; pick the rest with the diversity method under the genre
-caps (relaxed only when the caps would leave the list short); assemble. Same inputs, same answer.
+Order of operations per request (a `RerankQuery`), all vectorised over the N candidates: scale the ranking
+scores to [0, 1]; blend in the user's graph affinity (LightGCN embeddings, when the bundle has them); apply
+boosts; drop blocked items; reserve pinned positions and exploration slots (slots.py); pick the rest with the
+diversity method under the genre caps (relaxed only when the caps would leave the list short); assemble
+(assembly.py). Same inputs, same answer.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
 from artifacts.bundle import GRAPH_COMPONENT, RETRIEVAL_COMPONENT, RETRIEVAL_CONTRACT, Bundle
-from recsys.common.v1 import common_pb2
 from services.common.catalogue import Catalogue, ItemFeatureReader
-from services.common.retrieval_data import has_bias_column, known_rows, normalised_item_factors
+from services.common.retrieval_data import has_bias_column, known_rows, normalised_item_factors, resolve_rows
+from services.rerank.assembly import EXPLORATION, PINNED, assemble, fill_by_relevance, with_slot_reasons
 from services.rerank.diversity import calibrated, dpp, genre_distributions, mmr, scaled
-from services.rerank.explain import EXPLORATION_REASON, PINNED_REASON, reasons
+from services.rerank.explain import reasons
+from services.rerank.query import DiversityMethod, Reranked, RerankQuery
 from services.rerank.rules import BusinessRules, CompiledRules, compile_rules
-
-
-class DiversityMethod(StrEnum):
-    MMR = "mmr"
-    DPP = "dpp"
-    CALIBRATED = "calibrated"  # the list's genre mix follows the user's history (the strength is `diversity`)
-
-    @property
-    def proto(self) -> common_pb2.DiversityMethod:
-        """The `common.v1.DiversityMethod` value of the same name."""
-        value: common_pb2.DiversityMethod = getattr(common_pb2, f"DIVERSITY_METHOD_{self.name}")
-        return value
+from services.rerank.slots import GenreCaps, exploration_picks, reserve_pins
 
 
 @dataclass(frozen=True)
@@ -46,13 +36,6 @@ class GraphEmbeddings:
     user_pos: dict[str, int]
     users: np.ndarray  # (n_users, d)
     items: np.ndarray  # (n_items, d), aligned with the reranker's items
-
-
-@dataclass(frozen=True)
-class Reranked:
-    positions: np.ndarray  # into the request's candidate arrays
-    scores: np.ndarray
-    reasons: list[str]
 
 
 class Reranker:
@@ -142,107 +125,78 @@ class Reranker:
         affinity = scores[::-1].copy()  # not constant, so that the affinity blend runs too
         user = next(iter(self.graph.user_pos), "") if self.graph is not None else ""  # and the graph blend
         for method in DiversityMethod:
-            self.rerank(items, scores, [], min(20, len(items)), 0.2, True, items[:3], user, method, graph_weight,
-                        affinity, affinity_weight)  # fmt: skip
+            self.rerank(
+                RerankQuery(
+                    items,
+                    scores,
+                    min(20, len(items)),
+                    affinity=affinity,
+                    diversity=0.2,
+                    method=method,
+                    explain=True,
+                    history_item_ids=items[:3],
+                    user_id=user,
+                    graph_weight=graph_weight,
+                    affinity_weight=affinity_weight,
+                )
+            )
 
-    def rerank(
-        self,
-        item_ids: Sequence[str],
-        scores: np.ndarray,
-        sources: Sequence[int],
-        count: int,
-        diversity: float,
-        explain: bool,
-        history_item_ids: Sequence[str],
-        user_id: str = "",
-        method: DiversityMethod = DiversityMethod.MMR,
-        graph_weight: float = 0.0,
-        item_affinity: np.ndarray | None = None,
-        affinity_weight: float = 0.0,
-    ) -> Reranked:
-        """`item_affinity`: the candidate stage's history affinity per candidate (None: not blended)."""
-        rows = known_rows(self.item_pos, item_ids, f"item_ids unknown to rerank bundle {self.version}")
-        emb = self.embeddings[rows]
-        rel = self.relevance(user_id, rows, scores, graph_weight, item_affinity, affinity_weight)
-        rules = self.rules
-        open_ = ~rules.blocked[rows]
-        target = min(count, int(open_.sum()))
+    def rerank(self, q: RerankQuery) -> Reranked:
+        rows = known_rows(self.item_pos, q.item_ids, f"item_ids unknown to rerank bundle {self.version}")
+        rel = self.relevance(q.user_id, rows, q.scores, q.graph_weight, q.affinity, q.affinity_weight)
+        pool = _Pool(rows, rel, self.embeddings[rows])
+        open_ = ~self.rules.blocked[rows]
+        target = min(q.count, int(open_.sum()))
 
-        # Reserved positions: pins (when the pinned item is a candidate) and exploration slots.
-        # (A per-candidate dict, so only built when there are pins: no Python loop over candidates otherwise.)
-        candidate_of_row = {int(r): i for i, r in enumerate(rows)} if rules.pins else {}
-        pinned = {
-            position: candidate_of_row[row]
-            for row, position in rules.pins
-            if position < target and row in candidate_of_row and open_[candidate_of_row[row]]
-        }
-        for c in pinned.values():
-            open_[c] = False
-        slots = [s for s in rules.exploration_slots(target) if s not in pinned]
-
-        # The main picks, under the genre caps.
-        flags = rules.genre_flags[rows]
-        taken = np.zeros(len(rules.caps), dtype=np.int64)
-        for c in pinned.values():
-            taken += flags[c]
-
-        def cap(pick: int, available: np.ndarray) -> None:
-            nonlocal taken
-            taken += flags[pick]
-            full = taken >= rules.caps
-            if full.any():
-                available &= ~flags[:, full].any(axis=1)
-
-        available = open_ & ~flags[:, taken >= rules.caps].any(axis=1)
-        # Exploration candidates are set aside first so the main picks do not consume them all.
-        explore = self._exploration_picks(rows, rel, available, len(slots))
+        # Reserved positions first: pins, then exploration candidates set aside so the main picks do not consume
+        # them all.
+        pinned = reserve_pins(self.rules, rows, open_, target)
+        caps = GenreCaps(self.rules, rows, pinned.values())
+        available = caps.available(open_)
+        slots = [s for s in self.rules.exploration_slots(target) if s not in pinned]
+        explore = exploration_picks(self.rules, rows, rel, available, len(slots))
         available[explore] = False
+
+        # The main picks, under the genre caps (relaxed only when they would leave the list short).
         main_count = target - len(pinned) - len(explore)
-        on_pick = cap if len(rules.caps) else None
-        if method == DiversityMethod.CALIBRATED:
-            history = [self.item_pos[i] for i in history_item_ids if i in self.item_pos]
-            mix = self.genre_mix[history].mean(axis=0) if history else np.zeros(self.genre_mix.shape[1])
-            picks, values = calibrated(rel, self.genre_mix[rows], mix, main_count, diversity, available, on_pick)
-        else:
-            select = dpp if method == DiversityMethod.DPP else mmr
-            picks, values = select(rel, emb, main_count, diversity, available, on_pick)
-        if len(picks) < main_count:  # the caps left the list short: fill by relevance, caps relaxed
-            rest = open_.copy()
-            rest[picks] = False
-            rest[explore] = False
-            extra = np.flatnonzero(rest)[np.argsort(-rel[rest], kind="stable")][: main_count - len(picks)]
-            picks = np.concatenate([picks, extra])
-            values = np.concatenate([values, rel[extra].astype(np.float32)])
+        picks, values = self._diverse(q, pool, main_count, available, caps.on_pick if len(caps.caps) else None)
+        free = open_.copy()
+        free[explore] = False
+        picks, values = fill_by_relevance(picks, values, rel, free, main_count)
 
-        positions = np.empty(len(pinned) + len(explore) + len(picks), dtype=np.int64)
-        final = np.empty(len(positions), dtype=np.float32)
-        kind = np.zeros(len(positions), dtype=np.int8)  # 0 main, 1 pinned, 2 exploration
-        fixed = {
-            **{p: (c, 1) for p, c in pinned.items()},
-            **dict(zip(slots, ((int(c), 2) for c in explore), strict=False)),
-        }
-        main_iter = iter(zip(picks.tolist(), values.tolist(), strict=True))
-        for p in range(len(positions)):
-            if p in fixed:
-                c, k = fixed[p]
-                positions[p], final[p], kind[p] = c, rel[c], k
-            else:
-                c, v = next(main_iter)
-                positions[p], final[p] = c, v
-        final = np.minimum.accumulate(final)  # scores descend with the position
-
-        why: list[str] = [""] * len(positions)
-        if explain:
-            known_history = [i for i in history_item_ids if i in self.item_pos]
-            h_rows = np.fromiter((self.item_pos[i] for i in known_history), dtype=np.int64)
-            why = reasons(positions, emb[positions], sources, self.embeddings[h_rows], [self.titles[r] for r in h_rows])
-            for slot in np.flatnonzero(kind).tolist():
-                why[slot] = PINNED_REASON if kind[slot] == 1 else EXPLORATION_REASON
+        reserved = {p: (c, PINNED) for p, c in pinned.items()}
+        reserved.update({p: (int(c), EXPLORATION) for p, c in zip(slots, explore, strict=False)})
+        positions, final, kind = assemble(rel, reserved, picks, values)
+        why = self._reasons(q, pool, positions, kind) if q.explain else [""] * len(positions)
         return Reranked(positions=positions, scores=final, reasons=why)
 
-    def _exploration_picks(self, rows: np.ndarray, rel: np.ndarray, available: np.ndarray, n: int) -> np.ndarray:
-        """The n most relevant long-tail candidates still available."""
-        if n <= 0:
-            return np.empty(0, dtype=np.int64)
-        pool = available & self.rules.long_tail[rows]
-        return np.flatnonzero(pool)[np.argsort(-rel[pool], kind="stable")][:n]
+    def _diverse(
+        self,
+        q: RerankQuery,
+        pool: _Pool,
+        count: int,
+        available: np.ndarray,
+        on_pick: Callable[[int, np.ndarray], None] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`count` picks by the query's diversity method among the `available` candidates (updated in place)."""
+        if q.method == DiversityMethod.CALIBRATED:
+            history = resolve_rows(self.item_pos, q.history_item_ids)
+            mix = self.genre_mix[history].mean(axis=0) if len(history) else np.zeros(self.genre_mix.shape[1])
+            return calibrated(pool.rel, self.genre_mix[pool.rows], mix, count, q.diversity, available, on_pick)
+        select = dpp if q.method == DiversityMethod.DPP else mmr
+        return select(pool.rel, pool.emb, count, q.diversity, available, on_pick)
+
+    def _reasons(self, q: RerankQuery, pool: _Pool, positions: np.ndarray, kind: np.ndarray) -> list[str]:
+        h_rows = resolve_rows(self.item_pos, q.history_item_ids)
+        history_titles = [self.titles[r] for r in h_rows]
+        why = reasons(positions, pool.emb[positions], q.sources, self.embeddings[h_rows], history_titles)
+        return with_slot_reasons(why, kind)
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """One query's candidates as the reranker sees them."""
+
+    rows: np.ndarray  # catalogue rows
+    rel: np.ndarray  # relevance: scaled, blended and boosted
+    emb: np.ndarray  # L2-normalised embeddings

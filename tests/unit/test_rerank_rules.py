@@ -10,7 +10,8 @@ import pytest
 
 from services.rerank.diversity import calibrated, dpp
 from services.rerank.explain import EXPLORATION_REASON, PINNED_REASON
-from services.rerank.reranker import DiversityMethod, GraphEmbeddings, Reranker
+from services.rerank.query import DiversityMethod, RerankQuery
+from services.rerank.reranker import GraphEmbeddings, Reranker
 from services.rerank.rules import BusinessRules, RulesError, compile_rules
 
 N = 40
@@ -32,7 +33,7 @@ def _reranker(rules: BusinessRules | None = None, graph: GraphEmbeddings | None 
 def _run(r: Reranker, count: int = 10, diversity: float = 0.0, **kw) -> list[str]:  # type: ignore[no-untyped-def]
     ids = [str(i) for i in range(N)]
     scores = np.linspace(1.0, 0.0, N, dtype=np.float32)  # item 0 best
-    out = r.rerank(ids, scores, [], count, diversity, True, [], **kw)
+    out = r.rerank(RerankQuery(ids, scores, count, diversity=diversity, explain=True, **kw))
     return [ids[p] for p in out.positions]
 
 
@@ -137,7 +138,9 @@ def test_calibration_makes_the_genre_mix_follow_the_history() -> None:
     history = ["1", "3", "5", "0"]  # three Comedy, one Horror: the target mix is 75% Comedy
 
     def comedies(diversity: float, hist: list[str]) -> int:
-        out = r.rerank(ids, scores, [], 8, diversity, False, hist, method=DiversityMethod.CALIBRATED)
+        out = r.rerank(
+            RerankQuery(ids, scores, 8, diversity=diversity, history_item_ids=hist, method=DiversityMethod.CALIBRATED)
+        )
         assert len(set(out.positions.tolist())) == 8 and np.all(np.diff(out.scores) <= 0)
         return sum(int(ids[p]) % 2 for p in out.positions)
 
@@ -170,7 +173,9 @@ def test_item_affinity_is_blended_into_the_relevance() -> None:
     affinity = np.linspace(0.0, 1.0, N, dtype=np.float32)  # item 39 best by history affinity
 
     def top(weight: float, aff: np.ndarray | None = affinity) -> list[str]:
-        out = r.rerank(ids, scores, [], 3, 0.0, False, [], "u", DiversityMethod.MMR, 0.0, aff, weight)
+        out = r.rerank(
+            RerankQuery(ids, scores, 3, user_id="u", method=DiversityMethod.MMR, affinity=aff, affinity_weight=weight)
+        )
         return [ids[p] for p in out.positions]
 
     assert top(0.0) == ["0", "1", "2"] and top(0.5, None) == ["0", "1", "2"]
@@ -181,11 +186,13 @@ def test_item_affinity_is_blended_into_the_relevance() -> None:
 def test_pinned_and_exploration_slots_say_why_they_are_there() -> None:
     ids = [str(i) for i in range(N)]
     scores = np.linspace(1.0, 0.0, N, dtype=np.float32)
-    pinned = _reranker(BusinessRules(pins=[{"item": "20", "position": 3}])).rerank(ids, scores, [], 10, 0.0, True, [])
+    pinned = _reranker(BusinessRules(pins=[{"item": "20", "position": 3}])).rerank(
+        RerankQuery(ids, scores, 10, explain=True)
+    )
     assert ids[int(pinned.positions[3])] == "20" and pinned.reasons[3] == PINNED_REASON
     assert PINNED_REASON not in pinned.reasons[:3] + pinned.reasons[4:]
     explored = _reranker(BusinessRules(exploration={"share": 0.2, "long_tail_quantile": 0.5}))
-    out = explored.rerank(ids, scores, [], 10, 0.0, True, [])
+    out = explored.rerank(RerankQuery(ids, scores, 10, explain=True))
     slots = [j for j, why in enumerate(out.reasons) if why == EXPLORATION_REASON]
     assert len(slots) == 2  # 20% of 10
     assert all(int(ids[int(out.positions[j])]) >= N // 2 for j in slots)  # from the less popular half

@@ -41,7 +41,8 @@ def _requests(item_ids: np.ndarray, user_ids: np.ndarray, candidates: int, count
 def run(candidates: int, count: int, calls: int, diversity: float, methods: Sequence[str]) -> dict[str, Any]:
     from artifacts.bundle import load_current
     from services.common.settings import CommonSettings
-    from services.rerank.reranker import DiversityMethod, Reranker
+    from services.rerank.query import DiversityMethod, RerankQuery
+    from services.rerank.reranker import Reranker
     from tools.stack import Stack, free_port
 
     common = CommonSettings()
@@ -56,8 +57,20 @@ def run(candidates: int, count: int, calls: int, diversity: float, methods: Sequ
         samples = []
         for i, r in enumerate([*reqs[:50], *reqs]):
             t0 = time.perf_counter()
-            reranker.rerank(r["item_ids"], r["scores"], [], count, diversity, True, r["history"], r["user_id"],
-                            DiversityMethod(method), graph_weight, r["affinity"], 0.5)  # fmt: skip
+            query = RerankQuery(
+                r["item_ids"],
+                r["scores"],
+                count,
+                affinity=r["affinity"],
+                diversity=diversity,
+                method=DiversityMethod(method),
+                explain=True,
+                history_item_ids=r["history"],
+                user_id=r["user_id"],
+                graph_weight=graph_weight,
+                affinity_weight=0.5,
+            )
+            reranker.rerank(query)
             if i >= 50:
                 samples.append((time.perf_counter() - t0) * 1000)
         results.append({"where": "core", "method": method, **percentiles(samples)})
