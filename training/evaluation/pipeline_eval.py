@@ -30,7 +30,8 @@ import pandas as pd
 
 from artifacts.bundle import Bundle
 from recsys.common.v1 import common_pb2
-from services.candidate.retrieval import RetrievalQuery, Retriever
+from services.candidate.query import RetrievalQuery
+from services.candidate.retrieval import Retriever
 from services.gateway.settings import GatewaySettings
 from services.ranking.backends import InProcessBackend
 from services.ranking.scorer import Encoder, RankerArtifacts, UserRow
@@ -41,8 +42,7 @@ from training.data.interactions import Interactions
 from training.data.offline import write_offline_sources
 from training.data.schema import Dataset
 from training.evaluation import metrics as m
-from training.evaluation.context import EvalContext, csr, gather_rows
-from training.evaluation.registry import QUICK_EPOCHS
+from training.evaluation.context import QUICK_EPOCHS, EvalContext, csr, gather_rows
 
 log = logging.getLogger(__name__)
 
