@@ -32,6 +32,7 @@ RUN_ID = f"recsys_test_{uuid.uuid4().hex[:10]}"
 #: needs no data and no bundle; a test that reads var/ some other way needs its fixture listed here.
 BUILT_BY_MAKE_TEST = {
     "bundle": "needs_bundle",  # var/bundles (trained) and var/feast (materialised)
+    "common_settings": "needs_bundle",  # the defaults every service loads from: var/bundles, features/ on var/feast
     "offline_dir": "needs_data",  # var/data/feast, the Feast offline sources
     "atomic_dir": "needs_data",  # var/data/raw/ml-100k, the downloaded MovieLens files (tests/unit/test_movielens.py)
 }
