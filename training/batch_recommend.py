@@ -28,6 +28,7 @@ from artifacts import bundle as bundle_format
 from artifacts.bundle import RETRIEVAL_COMPONENT, SEGMENTS_COMPONENT
 from services.common.settings import CommonSettings
 from training.data.training_data import FEATURE_REPO
+from training.progress import progress
 
 log = logging.getLogger("training.batch_recommend")
 
@@ -95,10 +96,12 @@ def run(bundle: bundle_format.Bundle, repo_path: Path, k: int, address: str | No
     store = FeatureStore(repo_path=str(repo_path))
     now = pd.Timestamp(datetime.now(UTC))
     pushed = 0
-    for block in dataset.iter_batches(batch_size=push_batch, batch_format="pandas"):
-        rows = pd.DataFrame(block).assign(bundle_version=bundle.manifest.version, event_timestamp=now)
-        store.push(PUSH_SOURCE, rows, to=PushMode.ONLINE)
-        pushed += len(rows)
+    with progress(total=n_users, desc="batch recommendations", unit="user") as bar:
+        for block in dataset.iter_batches(batch_size=push_batch, batch_format="pandas"):
+            rows = pd.DataFrame(block).assign(bundle_version=bundle.manifest.version, event_timestamp=now)
+            store.push(PUSH_SOURCE, rows, to=PushMode.ONLINE)
+            pushed += len(rows)
+            bar.update(len(rows))
     return pushed
 
 

@@ -17,6 +17,7 @@ from training.data.event_export import empty_events, write_events
 from training.data.movielens import DatasetError, load_movielens_100k
 from training.data.offline import OFFLINE_DIR, load_into_postgres, write_offline_sources
 from training.data.synthetic import generate
+from training.progress import progress
 
 log = logging.getLogger("training.prepare")
 
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
+    bar = progress(total=3 if args.postgres else 2, desc="prepare", unit="step")
+    bar.set_postfix_str("data set")
     try:
         if args.synthetic:
             users, items = (int(x) for x in args.synthetic.lower().split("x"))
@@ -44,10 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             dataset = load_movielens_100k(args.source, cache_dir=RAW_DIR)
     except (DatasetError, ValueError) as exc:
+        bar.close()
         parser.exit(2, f"error: {exc}\n")
+    bar.update()
+    bar.set_postfix_str("offline sources")
     paths = write_offline_sources(dataset, args.out)
     if not (args.out / FEEDBACK_FILE).exists():  # the feedback source exists before any event is exported
         write_events(empty_events(), args.out)
+    bar.update()
     log.info(
         "%s: %d interactions, %d users, %d items -> %s (%.1fs)",
         dataset.name,
@@ -60,8 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths.values():
         log.info("  %s", path)
     if args.postgres:
+        bar.set_postfix_str("PostgreSQL")
         counts = load_into_postgres(paths, args.postgres, args.schema)
+        bar.update()
         log.info("loaded into PostgreSQL schema %s: %s", args.schema, counts)
+    bar.close()
     return 0
 
 
