@@ -72,15 +72,14 @@ def _require_triton_env() -> None:
 
 
 @contextlib.contextmanager
-def _running(name: str, opts: GlobalOptions) -> Iterator[None]:
-    """A line on stderr with the time the benchmark has run, ticking while it runs."""
+def _running(name: str) -> Iterator[None]:
+    """A line on stderr with the time the benchmark has run, ticking while it runs (none with --json)."""
     from tqdm import tqdm
 
+    from tools.loadtest import progress_disabled
+
     bar = tqdm(
-        desc=f"bench {name}",
-        bar_format="{desc}: running {elapsed}",
-        file=sys.stderr,
-        disable=True if opts.json_ else None,
+        desc=f"bench {name}", bar_format="{desc}: running {elapsed}", file=sys.stderr, disable=progress_disabled()
     )
     done = threading.Event()
 
@@ -114,7 +113,7 @@ def recommend(
     from tools.bench import recommend as bench_recommend
 
     ids = _users(users)
-    with _running("recommend", opts), gateway_errors(opts.address):
+    with _running("recommend"), gateway_errors(opts.address):
         result = bench_recommend.run(opts.address, calls, count, ids)
     _print(result)
 
@@ -157,7 +156,7 @@ def rerank(
 
     chosen = _list(methods, "--methods", str, DIVERSITY_METHODS)
     _require_bundle()
-    with _running("rerank", opts):
+    with _running("rerank"):
         result = bench_rerank.run(candidates, count, calls, diversity, chosen)
     _print(result)
 
@@ -180,7 +179,7 @@ def ranking(
     _require_bundle()
     if "triton" in backends:
         _require_triton_env()
-    with _running("ranking", opts):
+    with _running("ranking"):
         result = bench_ranking.run(backends, sizes, callers, requests)
     _print(result)
 
@@ -214,7 +213,7 @@ def retrieval(
     sizes = _list(items, "--items", int)
     if current_bundle or catalogue == "tower":
         _require_bundle()
-    with _running("retrieval", opts):
+    with _running("retrieval"):
         if current_bundle:
             result = bench_retrieval.run_bundle(queries, count)
         else:

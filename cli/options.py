@@ -86,11 +86,20 @@ def current(ctx: typer.Context) -> GlobalOptions:
 
 
 def adopt(ctx: typer.Context, options: GlobalOptions) -> GlobalOptions:
-    """Makes `options` the ones in force (the error handler reads them) and honours --json's quiet."""
+    """Makes `options` the ones in force (the error handler reads them); --json turns progress bars off."""
     ctx.find_root().obj = options
     if options.json_:
-        os.environ["TQDM_DISABLE"] = "1"  # also quiets bars of code imported after this (training, evaluation)
+        quiet_progress(ctx)
     return options
+
+
+def quiet_progress(ctx: typer.Context) -> None:
+    """No progress bars until the command ends: TQDM_DISABLE, which tqdm reads when first imported (the jobs
+    import it after this) and tools.loadtest reads at each run."""
+    if "TQDM_DISABLE" in os.environ:
+        return
+    os.environ["TQDM_DISABLE"] = "1"
+    ctx.find_root().call_on_close(lambda: os.environ.pop("TQDM_DISABLE", None))
 
 
 def shared_options(names: Iterable[str] = ALL) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -5,13 +5,12 @@ imported only then (training and evaluation load torch and Ray)."""
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
 
 import typer
 
 from cli.errors import fail
-from cli.options import GlobalOptions, current
+from cli.options import GlobalOptions, current, quiet_progress
 
 # Click hands every argument after the command's name to it, options and --help included.
 SETTINGS: dict[str, Any] = {
@@ -20,10 +19,10 @@ SETTINGS: dict[str, Any] = {
 }
 
 
-def run_job(module: str, argv: list[str]) -> None:
+def run_job(ctx: typer.Context, module: str, argv: list[str]) -> None:
     """Runs `module.main(argv)` and exits with its code; argparse's exits (help, usage errors) pass through."""
     if "--json" in argv:
-        os.environ["TQDM_DISABLE"] = "1"  # before the job imports tqdm, which reads it then
+        quiet_progress(ctx)  # before the job imports tqdm
     try:
         code = importlib.import_module(module).main(argv)
     except SystemExit as exc:
@@ -38,7 +37,7 @@ def train(ctx: typer.Context) -> None:
 
     Its options: `recsys train --help`.
     """
-    run_job("training.ray_jobs", ctx.args)
+    run_job(ctx, "training.ray_jobs", ctx.args)
 
 
 def evaluate(ctx: typer.Context) -> None:
@@ -46,7 +45,7 @@ def evaluate(ctx: typer.Context) -> None:
 
     Its options: `recsys eval --help`.
     """
-    run_job("training.evaluation.cli", ctx.args)
+    run_job(ctx, "training.evaluation.cli", ctx.args)
 
 
 def loadtest(ctx: typer.Context) -> None:
@@ -54,7 +53,7 @@ def loadtest(ctx: typer.Context) -> None:
 
     Its options: `recsys loadtest --help`.
     """
-    run_job("tools.loadtest", [*_forwarded(current(ctx)), *ctx.args])
+    run_job(ctx, "tools.loadtest", [*_forwarded(current(ctx)), *ctx.args])
 
 
 def _forwarded(opts: GlobalOptions) -> list[str]:

@@ -68,9 +68,11 @@ async def run(
     max_in_flight: int = 1000,
     seed: int = 0,
     stop: Callable[[], bool] | None = None,
+    progress: bool = True,
 ) -> LoadResult:
     """Fires Recommend on a Poisson schedule for `duration_s`; `stop`, when given, ends the schedule early as
-    soon as it returns True (a fault test runs until its stage has recovered, however long a restart takes)."""
+    soon as it returns True (a fault test runs until its stage has recovered, however long a restart takes).
+    `progress`: a bar on stderr when it is a terminal (see progress_disabled)."""
     rng = np.random.default_rng(seed)
     n = max(1, int(rate * duration_s))
     offsets = np.cumsum(rng.exponential(1.0 / rate, n))
@@ -78,10 +80,14 @@ async def run(
     picks = rng.integers(0, len(users), len(offsets))
     result = LoadResult()
     in_flight = asyncio.Semaphore(max_in_flight)
-    progress = tqdm(
-        total=len(offsets), desc=f"loadtest {rate:g}/s", unit="req", file=sys.stderr, disable=progress_disabled()
+    counter = tqdm(
+        total=len(offsets),
+        desc=f"loadtest {rate:g}/s",
+        unit="req",
+        file=sys.stderr,
+        disable=progress_disabled() if progress else True,
     )
-    with progress as bar:
+    with counter as bar:
         async with grpc.aio.insecure_channel(address) as channel:
             stub = gateway_pb2_grpc.GatewayServiceStub(channel)
             await stub.Recommend(gateway_pb2.RecommendRequest(user_id=users[0], count=count), timeout=10)  # warm
@@ -136,10 +142,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0:
         parser.error("--rate and --duration must be positive")
-    if args.json:
-        os.environ["TQDM_DISABLE"] = "1"  # figures only
     users = [str(u) for u in range(1, args.users + 1)]
-    result = asyncio.run(run(args.address, args.rate, args.duration, users, args.count, args.timeout))
+    load = run(args.address, args.rate, args.duration, users, args.count, args.timeout, progress=not args.json)
+    result = asyncio.run(load)
     summary = {"target_rate": args.rate, "duration_s": args.duration, **result.summary()}
     if args.json:
         print(json.dumps(summary, indent=2))

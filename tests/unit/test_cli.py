@@ -3,6 +3,7 @@ errors as one line with what to do (an unreachable gateway, missing prerequisite
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,13 +56,17 @@ def test_choices_are_the_client_vocabularies() -> None:
 @pytest.mark.parametrize(
     "command", [["health"], ["recommend", "--user", "1", "--count", "5"], ["similar", "--item", "50"]]
 )
-def test_an_unreachable_gateway_is_one_line_that_says_to_start_the_stack(nowhere: str, command: list[str]) -> None:
+def test_an_unreachable_gateway_is_one_line_that_says_to_start_the_stack(
+    nowhere: str, command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
     before = runner.invoke(app, ["--address", nowhere, "--timeout", "3", "--json", *command])
     after = runner.invoke(app, [*command, "--address", nowhere, "--timeout", "3", "--json"])
     for result in (before, after):
         assert result.exit_code == 1 and result.stdout == ""
         line = _one_error_line(result.stderr)
         assert line == f"error: cannot reach the gateway at {nowhere} (UNAVAILABLE); is the stack running? `make run`"
+    assert "TQDM_DISABLE" not in os.environ, "--json quiets progress bars only while the command runs"
 
 
 def test_an_option_after_the_command_wins(nowhere: str) -> None:
