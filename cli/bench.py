@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -74,13 +73,9 @@ def _require_triton_env() -> None:
 @contextlib.contextmanager
 def _running(name: str) -> Iterator[None]:
     """A line on stderr with the time the benchmark has run, ticking while it runs (none with --json)."""
-    from tqdm import tqdm
+    from training.progress import progress
 
-    from tools.loadtest import progress_disabled
-
-    bar = tqdm(
-        desc=f"bench {name}", bar_format="{desc}: running {elapsed}", file=sys.stderr, disable=progress_disabled()
-    )
+    bar = progress(desc=f"bench {name}", bar_format="{desc}: running {elapsed}")
     done = threading.Event()
 
     def tick() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -20,16 +19,10 @@ from typing import Any
 
 import grpc
 import numpy as np
-from tqdm import tqdm
 
 from recsys.common.v1 import common_pb2
 from recsys.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-
-
-def progress_disabled() -> bool | None:
-    """tqdm's `disable` for bars of the command line: True when TQDM_DISABLE is set (tqdm reads it only when
-    first imported), else None: a bar only when stderr is a terminal."""
-    return True if os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true", "yes"} else None
+from training.progress import progress
 
 
 @dataclass
@@ -68,11 +61,11 @@ async def run(
     max_in_flight: int = 1000,
     seed: int = 0,
     stop: Callable[[], bool] | None = None,
-    progress: bool = True,
+    show_progress: bool = True,
 ) -> LoadResult:
     """Fires Recommend on a Poisson schedule for `duration_s`; `stop`, when given, ends the schedule early as
     soon as it returns True (a fault test runs until its stage has recovered, however long a restart takes).
-    `progress`: a bar on stderr when it is a terminal (see progress_disabled)."""
+    `show_progress`: a bar of the requests answered on stderr (when it is a terminal and TQDM_DISABLE unset)."""
     rng = np.random.default_rng(seed)
     n = max(1, int(rate * duration_s))
     offsets = np.cumsum(rng.exponential(1.0 / rate, n))
@@ -80,14 +73,7 @@ async def run(
     picks = rng.integers(0, len(users), len(offsets))
     result = LoadResult()
     in_flight = asyncio.Semaphore(max_in_flight)
-    counter = tqdm(
-        total=len(offsets),
-        desc=f"loadtest {rate:g}/s",
-        unit="req",
-        file=sys.stderr,
-        disable=progress_disabled() if progress else True,
-    )
-    with counter as bar:
+    with progress(total=len(offsets), desc=f"loadtest {rate:g}/s", unit="req", shown=show_progress) as bar:
         async with grpc.aio.insecure_channel(address) as channel:
             stub = gateway_pb2_grpc.GatewayServiceStub(channel)
             await stub.Recommend(gateway_pb2.RecommendRequest(user_id=users[0], count=count), timeout=10)  # warm
@@ -143,7 +129,7 @@ def main(argv: list[str]) -> int:
     if args.rate <= 0 or args.duration <= 0:
         parser.error("--rate and --duration must be positive")
     users = [str(u) for u in range(1, args.users + 1)]
-    load = run(args.address, args.rate, args.duration, users, args.count, args.timeout, progress=not args.json)
+    load = run(args.address, args.rate, args.duration, users, args.count, args.timeout, show_progress=not args.json)
     result = asyncio.run(load)
     summary = {"target_rate": args.rate, "duration_s": args.duration, **result.summary()}
     if args.json:
