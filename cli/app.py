@@ -26,7 +26,7 @@ class _OneLineErrors(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, typer.TyperException):  # exits, and usage errors Typer prints
+        except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError):  # Typer handles these itself
             raise
         except SystemExit as exc:  # raise SystemExit("message") is how some jobs stop with a reason
             if isinstance(exc.code, str):
