@@ -12,7 +12,7 @@ import typer
 from cli.errors import fail
 from cli.options import GlobalOptions, current, quiet_progress
 
-# Click hands every argument after the command's name to it, options and --help included.
+# Typer hands every argument after the command's name to it, options and --help included.
 SETTINGS: dict[str, Any] = {
     "context_settings": {"allow_extra_args": True, "ignore_unknown_options": True},
     "add_help_option": False,
