@@ -214,3 +214,25 @@ def retrieval(
         else:
             result = bench_retrieval.run(sizes, queries, count, dim, index, plot, catalogue)
     _print(result)
+
+
+@bench.command("cpu")
+@shared_options(OUTPUT)
+def cpu(
+    opts: GlobalOptions,
+    rates: Annotated[str, typer.Option(help="comma list of requests per second, one measured load each")] = "30,60",
+    duration: Annotated[float, typer.Option(min=1.0, help="seconds per rate")] = 30.0,
+    count: Annotated[int, typer.Option(min=1)] = 20,
+    warmup: Annotated[float, typer.Option(min=0.0, help="seconds of unmeasured load first")] = 5.0,
+) -> None:
+    """CPU ms per Recommend for each service and in total (running stack on the default ports)."""
+    from tools.bench import cpu as bench_cpu
+
+    targets = _list(rates, "--rates", float)
+    if any(rate <= 0 for rate in targets):
+        raise typer.BadParameter("rates must be positive", param_hint="--rates")
+    try:
+        result = bench_cpu.run(targets, duration, count, warmup_s=warmup)
+    except LookupError as exc:
+        fail(str(exc))
+    _print(result)
