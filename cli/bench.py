@@ -236,3 +236,54 @@ def cpu(
     except LookupError as exc:
         fail(str(exc))
     _print(result)
+
+
+def _event_log_dsn(dsn: str | None) -> str:
+    import os
+
+    dsn = dsn or os.environ.get("RECSYS_GATEWAY_EVENT_LOG_DSN", "")
+    if not dsn:
+        fail("these benchmarks write to PostgreSQL: pass --dsn postgresql://user@host:5432/db")
+    return dsn
+
+
+DSN_HELP = "PostgreSQL event log (default $RECSYS_GATEWAY_EVENT_LOG_DSN); a fresh schema is made and dropped"
+
+
+@bench.command("ingestion")
+@shared_options(OUTPUT)
+def ingestion(
+    opts: GlobalOptions,
+    dsn: Annotated[str | None, typer.Option(help=DSN_HELP)] = None,
+    clients: Annotated[int, typer.Option(min=1)] = 8,
+    batch_size: Annotated[int, typer.Option(min=1)] = 100,
+    warmup: Annotated[float, typer.Option(min=0.0, help="seconds before the measured window")] = 3.0,
+    duration: Annotated[float, typer.Option(min=1.0, help="seconds measured")] = 15.0,
+) -> None:
+    """RecordFeedback events/s into PostgreSQL, without and with fresh-feature pushes (own gateway)."""
+    from tools.bench import feedback as bench_feedback
+
+    target = _event_log_dsn(dsn)
+    _require_bundle()
+    with _running("ingestion"):
+        result = bench_feedback.run_ingestion(target, clients, batch_size, warmup, duration)
+    _print(result)
+
+
+@bench.command("sigkill")
+@shared_options(OUTPUT)
+def sigkill(
+    opts: GlobalOptions,
+    dsn: Annotated[str | None, typer.Option(help=DSN_HELP)] = None,
+    clients: Annotated[int, typer.Option(min=1)] = 20,
+    seconds: Annotated[float, typer.Option(min=1.0, help="seconds of load, with SIGKILLs of the gateway")] = 60.0,
+    batch_size: Annotated[int, typer.Option(min=1)] = 20,
+) -> None:
+    """No acknowledged event lost across SIGKILLs of the gateway under feedback load (own gateway)."""
+    from tools.bench import feedback as bench_feedback
+
+    target = _event_log_dsn(dsn)
+    _require_bundle()
+    with _running("sigkill"):
+        result = bench_feedback.run_sigkill(target, clients, seconds, batch_size)
+    _print(result)
