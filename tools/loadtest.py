@@ -57,6 +57,7 @@ async def run(
     duration_s: float,
     users: Sequence[str],
     count: int = 20,
+    *,
     timeout_s: float = 2.0,
     max_in_flight: int = 1000,
     seed: int = 0,

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import faiss
@@ -183,49 +184,89 @@ def validate_upserts(
         raise InvalidArgument("items is empty: give at least one item")
     if len(items) > max_items:
         raise InvalidArgument(f"items has {len(items)} entries; at most {max_items} are allowed per call")
+    rules = _UpsertRules.of(retriever)
     problems: list[str] = []
     seen: dict[str, int] = {}
-    vocab = set(retriever.catalogue.genre_vocab)
-    tower_vocab = set(retriever.item_tower.genres) if retriever.item_tower is not None else None
-    out: list[ItemContent] = []
     for i, item in enumerate(items):
         where = f"items[{i}]"
-        try:
-            check_id(f"{where}.item_id", item.item_id)
-        except InvalidArgument as exc:
-            problems.append(exc.message)
+        problems += _id_problems(where, item.item_id)
         if item.item_id in seen:
             problems.append(f"{where}.item_id {item.item_id!r} repeats items[{seen[item.item_id]}]")
         seen.setdefault(item.item_id, i)
-        title = item.title.strip()
-        if not title:
-            problems.append(f"{where}.title is required")
-        elif len(title) > MAX_TITLE:
-            problems.append(f"{where}.title is {len(title)} characters long; at most {MAX_TITLE} are allowed")
-        unknown = [g for g in item.genres if g not in vocab]
-        if unknown:
-            problems.append(f"{where}.genres: unknown genre(s) {', '.join(map(repr, unknown))}; "
-                            f"known genres: {', '.join(retriever.catalogue.genre_vocab)}")  # fmt: skip
-        elif tower_vocab is not None and not set(item.genres) <= tower_vocab:
-            problems.append(f"{where}.genres: {sorted(set(item.genres) - tower_vocab)} unknown to the item tower")
-        if len(set(item.genres)) != len(item.genres):
-            problems.append(f"{where}.genres repeats a genre")
-        if item.year != 0 and not YEARS[0] <= item.year <= YEARS[1]:
-            problems.append(f"{where}.year {item.year} is outside {YEARS[0]}..{YEARS[1]} (0 = unknown)")
-        if item.embedding:
-            if len(item.embedding) != retriever.dim:
-                problems.append(f"{where}.embedding has {len(item.embedding)} values; the index has dimension "
-                                f"{retriever.dim}")  # fmt: skip
-            elif not all(math.isfinite(v) for v in item.embedding):
-                problems.append(f"{where}.embedding has a NaN or infinite value")
-        elif retriever.item_tower is None:
-            problems.append(f"{where}.embedding is required: bundle {retriever.version} has no item tower")
-        out.append(ItemContent(item.item_id, title, tuple(item.genres), int(item.year), tuple(item.embedding)))
+        problems += rules.problems(where, item)
     if problems:
         shown = problems[:20]
         more = f"; and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise InvalidArgument("invalid items: " + "; ".join(shown) + more)
-    return out
+    return [
+        ItemContent(item.item_id, item.title.strip(), tuple(item.genres), int(item.year), tuple(item.embedding))
+        for item in items
+    ]
+
+
+def _id_problems(where: str, item_id: str) -> list[str]:
+    try:
+        check_id(f"{where}.item_id", item_id)
+    except InvalidArgument as exc:
+        return [exc.message]
+    return []
+
+
+@dataclass(frozen=True)
+class _UpsertRules:
+    """What an upserted item must satisfy for the serving bundle."""
+
+    genre_vocab: tuple[str, ...]
+    tower_genres: frozenset[str] | None  # None: the bundle has no item tower
+    dim: int
+    version: str
+
+    @classmethod
+    def of(cls, retriever: Retriever) -> _UpsertRules:
+        tower = retriever.item_tower
+        return cls(
+            genre_vocab=tuple(retriever.catalogue.genre_vocab),
+            tower_genres=frozenset(tower.genres) if tower is not None else None,
+            dim=retriever.dim,
+            version=retriever.version,
+        )
+
+    def problems(self, where: str, item: candidate_pb2.ItemUpsert) -> list[str]:
+        """Everything wrong with the item's content (its id is checked apart)."""
+        out: list[str] = []
+        title = item.title.strip()
+        if not title:
+            out.append(f"{where}.title is required")
+        elif len(title) > MAX_TITLE:
+            out.append(f"{where}.title is {len(title)} characters long; at most {MAX_TITLE} are allowed")
+        out += self._genre_problems(where, item.genres)
+        if item.year != 0 and not YEARS[0] <= item.year <= YEARS[1]:
+            out.append(f"{where}.year {item.year} is outside {YEARS[0]}..{YEARS[1]} (0 = unknown)")
+        out += self._embedding_problems(where, item.embedding)
+        return out
+
+    def _genre_problems(self, where: str, genres: Sequence[str]) -> list[str]:
+        out = []
+        unknown = [g for g in genres if g not in self.genre_vocab]
+        if unknown:
+            out.append(f"{where}.genres: unknown genre(s) {', '.join(map(repr, unknown))}; "
+                       f"known genres: {', '.join(self.genre_vocab)}")  # fmt: skip
+        elif self.tower_genres is not None and not set(genres) <= self.tower_genres:
+            out.append(f"{where}.genres: {sorted(set(genres) - self.tower_genres)} unknown to the item tower")
+        if len(set(genres)) != len(genres):
+            out.append(f"{where}.genres repeats a genre")
+        return out
+
+    def _embedding_problems(self, where: str, embedding: Sequence[float]) -> list[str]:
+        if not embedding:
+            if self.tower_genres is None:
+                return [f"{where}.embedding is required: bundle {self.version} has no item tower"]
+            return []
+        if len(embedding) != self.dim:
+            return [f"{where}.embedding has {len(embedding)} values; the index has dimension {self.dim}"]
+        if not all(math.isfinite(v) for v in embedding):
+            return [f"{where}.embedding has a NaN or infinite value"]
+        return []
 
 
 class CandidateAdmin(candidate_pb2_grpc.CandidateAdminServiceServicer):

@@ -105,7 +105,8 @@ def dataset_of(part: Interactions, name: str = "train part") -> Dataset:
 def train_bundle(train: Interactions, workdir: Path, seed: int, quick: bool) -> tuple[Bundle, Path]:
     """Publishes a bundle trained on the train part (the same code as `make train`), and writes the train part
     as offline sources (the item and user features the stages read); returns both."""
-    from training.pipeline import PipelineConfig, train_and_publish
+    from training.pipeline import train_and_publish
+    from training.pipeline_config import PipelineConfig
 
     offline = workdir / "offline"
     write_offline_sources(dataset_of(train), offline)
