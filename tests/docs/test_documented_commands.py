@@ -268,7 +268,12 @@ def _has_word(text: str, word: str) -> bool:
 
 
 def _on_one_line(text: str, flag: str, word: str) -> bool:
-    return any(_has_flag(line, flag) and _has_word(line, word) for line in text.splitlines())
+    """Whether the help describes `word` with `flag`: on its line or the two after it (wrapped help)."""
+    lines = text.splitlines()
+    return any(
+        _has_flag(line, flag) and any(_has_word(near, word) for near in lines[i : i + 3])
+        for i, line in enumerate(lines)
+    )
 
 
 def _check_python(helps: Helps, words: list[str]) -> list[str]:
@@ -280,16 +285,28 @@ def _check_python(helps: Helps, words: list[str]) -> list[str]:
     module, args = words[2], words[3:]
     if "<" in module or "$" in module:
         return []  # a placeholder such as services.<name>
+    missing = _missing_module(module)
+    if missing:
+        return [missing]
+    if module in SERVERS:
+        flags = _flags(args)
+        return [f"{module} takes no flags ({SERVERS[module]}); the doc passes {flags}"] if flags else []
+    return _check_cli(helps, (sys.executable, "-m", module), args, f"python -m {module}")
+
+
+def _missing_module(module: str) -> str | None:
+    """Why `python -m <module>` cannot run from this checkout, or None. A module found only outside it (an
+    installed copy of another checkout) counts as missing."""
     try:
         spec = importlib.util.find_spec(module)
     except ModuleNotFoundError:
         spec = None
     if spec is None:
-        return [f"no module {module}"]
-    if module in SERVERS:
-        flags = _flags(args)
-        return [f"{module} takes no flags ({SERVERS[module]}); the doc passes {flags}"] if flags else []
-    return _check_cli(helps, (sys.executable, "-m", module), args, f"python -m {module}")
+        return f"no module {module}"
+    top = ROOT / module.partition(".")[0]
+    if spec.origin and top.is_dir() and not Path(spec.origin).resolve().is_relative_to(ROOT.resolve()):
+        return f"no module {module} in this repository (only an installed copy elsewhere has it)"
+    return None
 
 
 def _make_variables() -> dict[str, str]:
