@@ -28,6 +28,7 @@ from training.data.interactions import Interactions
 from training.data.offline import RECENT_POPULARITY_WEEKS
 from training.export import export_item_tower_onnx, export_onnx, publish_to_triton_repository
 from training.models import two_tower as tt
+from training.models import two_tower_inference as tti
 from training.models.segments import Segments
 from training.pipeline_config import PipelineConfig
 
@@ -113,7 +114,7 @@ def write_index(staged: Path, data: Interactions, item_vecs: np.ndarray) -> tupl
 def export_models(staged: Path, bundle_dir: Path, version: str, trained: TrainedModels, config: PipelineConfig) -> int:
     """The towers and the ranker as ONNX, the ranker also into the Triton repository; returns its Triton version."""
     retrieval = trained.retrieval
-    tt.export_query_onnx(retrieval, staged / "query_tower.onnx")
+    tti.export_query_onnx(retrieval, staged / "query_tower.onnx")
     export_item_tower_onnx(
         retrieval.item, len(retrieval.vocab.genres), config.retrieval.title_tokens, staged / "item_tower.onnx"
     )

@@ -46,6 +46,7 @@ from training.data.feast_dataset import dataset_to_interactions, load_training_d
 from training.data.interactions import Interactions, load_offline
 from training.data.training_data import FEATURE_REPO
 from training.models import two_tower as tt
+from training.models import two_tower_inference as tti
 from training.models.autoencoder import EASE_MAX_ITEMS, ease_weights
 from training.models.ranker import build_ranker_features, ranker_examples, top_unseen
 from training.models.segments import user_segments
@@ -69,8 +70,8 @@ def train_models(data: Interactions, config: PipelineConfig, runner: Runner) -> 
     t0 = time.perf_counter()
     retrieval = runner.train("two_tower", (data,), config.retrieval)
     assert isinstance(retrieval, tt.TwoTowerModel)
-    item_vecs = tt.item_embeddings(retrieval)
-    user_vecs = tt.user_vectors(retrieval, data)
+    item_vecs = tti.item_embeddings(retrieval)
+    user_vecs = tti.user_vectors(retrieval, data)
     timings["retrieval_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -33,15 +33,8 @@ from training.data.schema import age_bucket
 from training.data.synthetic import generate
 from training.export import export_item_tower_onnx
 from training.models.segments import SegmentConfig, user_segments
-from training.models.two_tower import (
-    TwoTowerConfig,
-    TwoTowerModel,
-    cold_item_embeddings,
-    export_query_onnx,
-    item_embeddings,
-    train_two_tower,
-    user_vectors,
-)
+from training.models.two_tower import TwoTowerConfig, TwoTowerModel, train_two_tower
+from training.models.two_tower_inference import cold_item_embeddings, export_query_onnx, item_embeddings, user_vectors
 
 from ..waiting import eventually_async
 

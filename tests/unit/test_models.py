@@ -23,21 +23,19 @@ from training.models.autoencoder import MultVaeConfig, MultVaeRecommender
 from training.models.base import Recommender
 from training.models.baselines import BprMfRecommender, ItemKnnConfig, ItemKnnRecommender, PopularityRecommender
 from training.models.dlrm import DlrmConfig, DlrmModule, DlrmRecommender, train_dlrm
+from training.models.history import latest_histories, sequence_examples
 from training.models.lightgcn import LightGcnConfig, LightGcnRecommender, normalized_adjacency, train_lightgcn
 from training.models.mf import MfConfig
 from training.models.ncf import NcfConfig, NcfRecommender
 from training.models.ranker import NegativeSampling, build_ranker_features, ranker_examples, top_unseen
 from training.models.segments import SegmentConfig, user_segments
 from training.models.sequence import SequenceConfig, SequenceRecommender
-from training.models.two_tower import (
-    TwoTowerConfig,
+from training.models.two_tower import TwoTowerConfig, train_two_tower
+from training.models.two_tower_inference import (
     TwoTowerRecommender,
     cold_item_embeddings,
     export_query_onnx,
     item_embeddings,
-    latest_histories,
-    sequence_examples,
-    train_two_tower,
     user_vectors,
 )
 from training.models.wide_deep import WideDeepConfig, WideDeepModule, WideDeepRecommender, train_wide_deep

@@ -18,7 +18,8 @@ from artifacts.ranker_features import DENSE_FEATURES, EncodedBatch
 from training.loop import TrainContext, set_seed
 from training.models.base import Recommender
 from training.models.ranker import OBJECTIVES, NegativeSampling, RankerRecommender, fit_ranking_module
-from training.models.two_tower import TwoTowerConfig, TwoTowerRecommender
+from training.models.two_tower import TwoTowerConfig
+from training.models.two_tower_inference import TwoTowerRecommender
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from torch import nn
 
 from training.data.interactions import Interactions
 from training.models import two_tower as tt
+from training.models import two_tower_inference as tti
 from training.models.autoencoder import (
     DLAE,
     EaseConfig,
@@ -112,8 +113,8 @@ def export_two_tower(model: nn.Module, data: Interactions, out: Path) -> list[st
         out / "embeddings.npz",
         user_ids=np.asarray(data.user_ids, dtype=str),
         item_ids=np.asarray(data.item_ids, dtype=str),
-        user_vectors=tt.user_vectors(model, data),
-        item_vectors=tt.item_embeddings(model),
+        user_vectors=tti.user_vectors(model, data),
+        item_vectors=tti.item_embeddings(model),
     )
     return ["embeddings.npz"]
 
@@ -178,11 +179,11 @@ _SPECS = (
     ModelSpec("dlae_unweighted", EaseConfig(dropout=0.5), EaseRecommender, evaluated_by_default=False),
     ModelSpec("gru4rec", SequenceConfig(), SequenceRecommender, train_sequence),
     ModelSpec("lstm4rec", SequenceConfig(kind="lstm"), SequenceRecommender, train_sequence, evaluated_by_default=False),
-    ModelSpec("two_tower", tt.TwoTowerConfig(), tt.TwoTowerRecommender, tt.train_two_tower, export=export_two_tower),
+    ModelSpec("two_tower", tt.TwoTowerConfig(), tti.TwoTowerRecommender, tt.train_two_tower, export=export_two_tower),
     ModelSpec(
         "two_tower_transformer",
         tt.TwoTowerConfig(encoder="transformer"),
-        tt.TwoTowerRecommender,
+        tti.TwoTowerRecommender,
         tt.train_two_tower,
         export=export_two_tower,
         evaluated_by_default=False,

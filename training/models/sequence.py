@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from training.data.interactions import Interactions
 from training.loop import Batch, EpochLoop, LocalContext, TrainContext, each_batch, set_seed, unwrap
-from training.models.two_tower import HistoryEncoder, latest_histories, sequence_examples
+from training.models.history import HistoryEncoder, latest_histories, sequence_examples
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,8 +30,6 @@ from artifacts.tower_inputs import (
     AGE_BUCKETS,
     DEVICES,
     GENDERS,
-    QUERY_INPUTS,
-    QUERY_OUTPUT,
     YEAR_EDGES,
     context_indices,
     genre_multi_hot,
@@ -43,10 +38,9 @@ from artifacts.tower_inputs import (
 )
 from training.data.interactions import Interactions
 from training.loop import Batch, EpochLoop, LocalContext, TrainContext, each_batch, set_seed, unwrap
+from training.models.history import ENCODERS, HistoryEncoder, sequence_examples
 
 log = logging.getLogger(__name__)
-
-ENCODERS = ("mean", "gru", "lstm", "transformer")
 
 
 @dataclass(frozen=True)
@@ -98,124 +92,7 @@ class TwoTowerVocab:
         ).reshape(-1, 3)
 
 
-def latest_histories(data: Interactions, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each user's most recent `max_len` items (oldest first, right-padded with -1) and their count."""
-    indptr, items = data.seen_csr()
-    hist = np.full((data.n_users, max_len), -1, dtype=np.int64)
-    lengths = np.minimum(np.diff(indptr), max_len)
-    for u in range(data.n_users):
-        n = int(lengths[u])
-        if n:
-            hist[u, :n] = items[indptr[u + 1] - n : indptr[u + 1]]
-    return hist, lengths.astype(np.int64)
-
-
-@dataclass(frozen=True)
-class SequenceExamples:
-    """Every interaction as a target with the user's items strictly before it as history."""
-
-    users: np.ndarray  # (n,)
-    targets: np.ndarray  # (n,)
-    timestamps: np.ndarray  # (n,)
-    history: np.ndarray  # (n, L) item rows, right-padded with -1
-    lengths: np.ndarray  # (n,)
-
-
-def sequence_examples(data: Interactions, max_len: int) -> SequenceExamples:
-    order = np.lexsort((data.item_idx, data.timestamps, data.user_idx))
-    users, items, ts = data.user_idx[order], data.item_idx[order], data.timestamps[order]
-    starts = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=data.n_users))])[users]
-    # Position of the first interaction of the same user at the same second: history ends before it.
-    first_same = np.zeros(len(users), dtype=np.int64)
-    new_group = np.ones(len(users), dtype=bool)
-    new_group[1:] = (users[1:] != users[:-1]) | (ts[1:] != ts[:-1])
-    group_start = np.flatnonzero(new_group)
-    first_same = group_start[np.cumsum(new_group) - 1]
-    lengths = np.minimum(first_same - starts, max_len)
-    offsets = np.arange(max_len)
-    pos = first_same[:, None] - lengths[:, None] + offsets
-    valid = offsets < lengths[:, None]
-    history = np.where(valid, items[np.clip(pos, 0, len(items) - 1)], -1)
-    return SequenceExamples(users, items, ts, history.astype(np.int64), lengths.astype(np.int64))
-
-
-# --- modules -----------------------------------------------------------------------------------------------------
-
-
-class CausalBlock(nn.Module):
-    """Pre-norm self-attention block with a causal mask (SASRec), written out so that it exports to ONNX."""
-
-    mask: torch.Tensor
-
-    def __init__(self, dim: int, heads: int, max_len: int, dropout: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.ln1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.ln2 = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-        self.drop = nn.Dropout(dropout)
-        mask = torch.triu(torch.full((max_len, max_len), float("-inf")), diagonal=1)
-        self.register_buffer("mask", mask)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        length, dim = x.shape[1], x.shape[2]
-        dh = dim // self.heads
-        q, k, v = self.qkv(self.ln1(x)).chunk(3, dim=-1)
-        q = q.reshape(-1, length, self.heads, dh).transpose(1, 2)
-        k = k.reshape(-1, length, self.heads, dh).transpose(1, 2)
-        v = v.reshape(-1, length, self.heads, dh).transpose(1, 2)
-        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh) + self.mask[:length, :length], dim=-1)
-        y = (att @ v).transpose(1, 2).reshape(-1, length, dim)
-        x = x + self.drop(self.proj(y))
-        return x + self.drop(self.ff(self.ln2(x)))
-
-
-class HistoryEncoder(nn.Module):
-    """(B, L) right-padded item rows and (B,) lengths -> (B, dim); an empty history gives zeros."""
-
-    offsets: torch.Tensor
-
-    def __init__(self, n_items: int, dim: int, kind: str, max_len: int, layers: int, heads: int, dropout: float):
-        super().__init__()
-        if kind not in ENCODERS:
-            raise ValueError(f"unknown history encoder {kind!r}; expected one of {ENCODERS}")
-        self.kind = kind
-        self.items = nn.Embedding(n_items + 1, dim, padding_idx=0)
-        nn.init.normal_(self.items.weight, std=0.05)
-        with torch.no_grad():
-            self.items.weight[0].zero_()
-        self.register_buffer("offsets", torch.arange(max_len, dtype=torch.int64))
-        self.rnn: nn.Module | None = None
-        self.blocks: nn.ModuleList | None = None
-        if kind == "gru":
-            self.rnn = nn.GRU(dim, dim, batch_first=True)
-        elif kind == "lstm":
-            self.rnn = nn.LSTM(dim, dim, batch_first=True)
-        elif kind == "transformer":
-            self.position = nn.Embedding(max_len, dim)
-            nn.init.normal_(self.position.weight, std=0.02)
-            self.blocks = nn.ModuleList(CausalBlock(dim, heads, max_len, dropout) for _ in range(layers))
-            self.norm = nn.LayerNorm(dim)
-
-    def forward(self, history: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-        valid = self.offsets[: history.shape[1]].unsqueeze(0) < length.unsqueeze(1)  # (B, L)
-        idx = torch.where(valid, history + 1, torch.zeros_like(history)).clamp(min=0)
-        x = self.items(idx)  # padding rows are zero
-        if self.kind == "mean":
-            return x.sum(dim=1) / length.clamp(min=1).unsqueeze(1).to(x.dtype)
-        if self.rnn is not None:
-            h, _ = self.rnn(x)
-        else:
-            assert self.blocks is not None
-            h = x + self.position.weight[: x.shape[1]].unsqueeze(0)
-            for block in self.blocks:
-                h = block(h)
-            h = self.norm(h)
-        last = (length - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, h.shape[2])
-        out = h.gather(1, last)[:, 0]
-        return out * (length > 0).unsqueeze(1).to(out.dtype)
+# --- towers ------------------------------------------------------------------------------------------------------
 
 
 def _tower_mlp(width: int, hidden: tuple[int, ...], dim: int, dropout: float) -> nn.Sequential:
@@ -456,106 +333,3 @@ def train_two_tower(data: Interactions, config: TwoTowerConfig, ctx: TrainContex
     assert isinstance(result, TwoTowerModel)
     result.eval()
     return result
-
-
-# --- exports -----------------------------------------------------------------------------------------------------
-
-
-def item_embeddings(model: TwoTowerModel) -> np.ndarray:
-    """(n_items, dim) float32 item-tower vectors of the catalogue (ids and content)."""
-    model.eval()
-    with torch.no_grad():
-        return model.item(torch.arange(model.n_items)).numpy().astype(np.float32)
-
-
-def cold_item_embeddings(
-    model: TwoTowerModel, titles: Sequence[str], years: Sequence[int], genres: Sequence[Sequence[str]]
-) -> np.ndarray:
-    """(n, dim) float32 vectors of items outside the catalogue, from their content only (unknown id)."""
-    cfg = model.config
-    model.eval()
-    with torch.no_grad():
-        v = model.item.encode(
-            torch.zeros(len(titles), dtype=torch.int64),
-            torch.from_numpy(genre_multi_hot(genres, model.vocab.genres)),
-            torch.from_numpy(year_buckets(np.asarray(years))),
-            torch.from_numpy(title_tokens(titles, cfg.title_buckets, cfg.title_tokens)),
-        )
-    return v.numpy().astype(np.float32)
-
-
-def user_vectors(model: TwoTowerModel, history_data: Interactions, chunk: int = 4096) -> np.ndarray:
-    """(n_users, dim) float32 query vectors of every known user: their latest items in `history_data` as
-    history and a neutral (unknown) context."""
-    hist, lengths = latest_histories(history_data, model.config.history_len)
-    n = history_data.n_users
-    out = np.empty((n, model.config.dim), dtype=np.float32)
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, n, chunk):
-            u = torch.arange(start, min(start + chunk, n))
-            q = model.query(
-                u,
-                model.demographics[u],
-                torch.zeros(len(u), 3, dtype=torch.int64),
-                torch.from_numpy(hist[start : start + chunk]),
-                torch.from_numpy(lengths[start : start + chunk]),
-            )
-            out[start : start + chunk] = q.numpy()
-    return out
-
-
-def export_query_onnx(model: TwoTowerModel, path: Path) -> Path:
-    """The query tower as ONNX: inputs QUERY_INPUTS (user (B,), demographics (B, 3), context (B, 3), history
-    (B, history_len), history_length (B,), all int64) -> QUERY_OUTPUT (B, dim) float32; dynamic batch."""
-    model.eval()
-    b, length = 2, model.config.history_len
-    example = (
-        torch.zeros(b, dtype=torch.int64),
-        torch.zeros(b, 3, dtype=torch.int64),
-        torch.zeros(b, 3, dtype=torch.int64),
-        torch.zeros(b, length, dtype=torch.int64),
-        torch.ones(b, dtype=torch.int64),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and RNN batch-size notes
-        torch.onnx.export(
-            model.query,
-            example,
-            str(path),
-            input_names=list(QUERY_INPUTS),
-            output_names=[QUERY_OUTPUT],
-            dynamic_axes={name: {0: "batch"} for name in [*QUERY_INPUTS, QUERY_OUTPUT]},
-            opset_version=17,
-            dynamo=False,
-        )
-    return path
-
-
-class TwoTowerRecommender:
-    """Two-tower retrieval under the evaluation protocol: user vectors (train history, neutral context) against
-    the item embeddings."""
-
-    name = "two_tower"
-
-    def __init__(self, config: TwoTowerConfig | None = None, ctx: TrainContext | None = None) -> None:
-        self.config = config or TwoTowerConfig()
-        self.ctx = ctx
-        if self.config.encoder != "mean":
-            self.name = f"two_tower_{self.config.encoder}"
-        self.model: TwoTowerModel | None = None
-        self.user_vecs: np.ndarray | None = None
-        self.item_vecs: np.ndarray | None = None
-        self.train_seconds = 0.0
-
-    def fit(self, train: Interactions, valid: Interactions | None = None) -> None:
-        started = time.perf_counter()
-        self.model = train_two_tower(train, self.config, self.ctx)
-        self.user_vecs = user_vectors(self.model, train)
-        self.item_vecs = item_embeddings(self.model)
-        self.train_seconds = time.perf_counter() - started
-
-    def score(self, users: np.ndarray) -> np.ndarray:
-        if self.user_vecs is None or self.item_vecs is None:
-            raise RuntimeError("two_tower is not fitted")
-        return (self.user_vecs[np.asarray(users)] @ self.item_vecs.T).astype(np.float32)
