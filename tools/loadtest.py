@@ -130,7 +130,9 @@ def main(argv: list[str]) -> int:
     if args.rate <= 0 or args.duration <= 0:
         parser.error("--rate and --duration must be positive")
     users = [str(u) for u in range(1, args.users + 1)]
-    load = run(args.address, args.rate, args.duration, users, args.count, timeout_s=args.timeout, show_progress=not args.json)
+    load = run(
+        args.address, args.rate, args.duration, users, args.count, timeout_s=args.timeout, show_progress=not args.json
+    )
     result = asyncio.run(load)
     summary = {"target_rate": args.rate, "duration_s": args.duration, **result.summary()}
     if args.json:
