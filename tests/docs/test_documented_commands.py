@@ -12,8 +12,6 @@ every `$ ` line of a ```text block, and every inline code span in the prose that
 - not runnable here (needs a running stack, a cluster, a cloud account or a long build): `NOT_RUNNABLE` names
   each such program with the reason. A program in neither list fails the test, so a new kind of command is
   classified when it is documented.
-
-Relative links of the same documents must point at existing files (and headings, for `#anchor` links).
 """
 
 from __future__ import annotations
@@ -35,134 +33,18 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "docs").glob("*/README.md")])
-
-#: Programs whose documented commands cannot run in a test, and why. Their flags are not checked.
-NOT_RUNNABLE = {
-    "grpcurl": "needs the running stack (`make run`) and a grpcurl binary",
-    "kubectl": "needs a Kubernetes cluster",
-    "gcloud": "needs a Google Cloud project",
-    "eksctl": "needs an AWS account",
-    "docker": "builds and pushes images to a registry",
-    "openssl": "only generates secrets inside other commands",
-    "bash": "`bash .ci/run` is the whole CI build (about 15 minutes)",
-    "feast": "the Feast CLI against the built feature store; `make features` runs it and tests/features tests it",
-}
-#: `python -m` modules without a command line of their own (they start a server), and what they need.
-SERVERS = {
-    "services.gateway": "starts the gateway; `make run` starts it",
-    "services.candidate": "starts the candidate stage; `make run` starts it",
-    "services.ranking": "starts the ranking stage; `make run` starts it",
-    "services.rerank": "starts the rerank stage; `make run` starts it",
-}
-#: Shell words that change no program: skipped before the program name.
-WRAPPERS = {"nice": 2, "time": 0, "env": 0, "exec": 0}  # word -> how many arguments it takes (nice -n 19)
-SHELL_BUILTINS = {"cd", "export", ".", "source", "echo", "for", "do", "done", "wait", "sleep", "set"}
-PROGRAMS = {"python", "recsys", "make", "pytest", "ray", "helm", *NOT_RUNNABLE}
-FENCED = re.compile(r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.S | re.M)
-INLINE = re.compile(r"(?<!`)`([^`]+?)`(?!`)")
-HELP_TIMEOUT_S = 120
-
-
-@dataclass(frozen=True)
-class Command:
-    doc: Path
-    line: int
-    text: str
-
-    @property
-    def where(self) -> str:
-        return f"{self.doc.relative_to(ROOT)}:{self.line}"
-
-
-def _logical_lines(body: str, first_line: int) -> Iterator[tuple[int, str]]:
-    """The block's lines with `\\` continuations joined, and their line numbers."""
-    pending, start = "", first_line
-    for offset, raw in enumerate(body.splitlines()):
-        if not pending:
-            start = first_line + offset
-        line = raw.rstrip()
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        yield start, pending + line
-        pending = ""
-    if pending:
-        yield start, pending
-
-
-def _program(words: list[str]) -> str:
-    """The program a command runs: `.venv/bin/python` -> python, after env assignments and wrappers."""
-    words = _strip_prefix(words)
-    if not words:
-        return ""
-    name = Path(words[0]).name
-    return "python" if re.fullmatch(r"python(3(\.\d+)?)?", name) else name
-
-
-def _strip_prefix(words: list[str]) -> list[str]:
-    i = 0
-    while i < len(words):
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[i]):
-            i += 1
-        elif words[i] in WRAPPERS:
-            i += 1 + WRAPPERS[words[i]]
-        elif words[i] == "timeout":
-            i += 2
-        else:
-            break
-    return words[i:]
-
-
-def _split(text: str) -> list[list[str]]:
-    """Simple commands of a shell line (split at && ; | & and comments dropped)."""
-    lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|")
-    lexer.whitespace_split = True
-    lexer.commenters = "#"
-    commands: list[list[str]] = [[]]
-    try:
-        for token in lexer:
-            if token and set(token) <= set(";&|"):
-                commands.append([])
-            else:
-                commands[-1].append(token)
-    except ValueError:  # unbalanced quotes: not a shell line
-        return []
-    return [c for c in commands if c]
-
-
-def documented_commands() -> list[Command]:
-    found: list[Command] = []
-    for doc in DOCS:
-        text = doc.read_text()
-        prose = text
-        for block in FENCED.finditer(text):
-            info = block["info"].strip().split()
-            lang = info[0] if info else ""
-            first = text.count("\n", 0, block.start("body")) + 1
-            for line_no, line in _logical_lines(block["body"], first):
-                stripped = line.strip()
-                if lang in {"bash", "sh", "shell", "console"}:
-                    command = stripped.removeprefix("$ ")
-                elif lang in {"text", ""} and stripped.startswith("$ "):
-                    command = stripped[2:]
-                else:
-                    continue
-                if command and not command.startswith("#"):
-                    found.append(Command(doc, line_no, command))
-            # Blank the block out of the prose (keeping line numbers) before the inline spans are read.
-            prose = prose[: block.start()] + re.sub(r"[^\n]", " ", block.group()) + prose[block.end() :]
-        for span in INLINE.finditer(prose):
-            if "\n\n" in span[1]:
-                continue  # a code span ends with its paragraph: these backticks do not pair up
-            words = _split(span[1].replace("\n", " "))
-            if words and _program(words[0]) in PROGRAMS and len(_strip_prefix(words[0])) > 1:
-                found.append(Command(doc, prose.count("\n", 0, span.start()) + 1, " ".join(span[1].split())))
-    return found
-
-
-# --- running --help once per program and command ------------------------------------------------------------
+from tests.docs.documents import (
+    HELP_TIMEOUT_S,
+    NOT_RUNNABLE,
+    ROOT,
+    SERVERS,
+    SHELL_BUILTINS,
+    Command,
+    documented_commands,
+    program_of,
+    split_commands,
+    strip_prefix,
+)
 
 
 @dataclass
@@ -384,8 +266,8 @@ def check(words: list[str], helps: Helps) -> list[str]:
     if substitution:  # CLUSTER=$(kubectl ...): the command inside
         words = [substitution[1], *words[1:]]
         words[-1] = words[-1].removesuffix(")")
-    words = _clean(_strip_prefix(words))
-    program = _program(words)
+    words = _clean(strip_prefix(words))
+    program = program_of(words)
     if not words or program in SHELL_BUILTINS:
         return []
     checker = CHECKERS.get(program)
@@ -419,7 +301,7 @@ def helps() -> Iterator[Helps]:
     # Start every command's checks at once; the runner keeps three subprocesses going and runs each only once.
     with ThreadPoolExecutor(max_workers=16) as starters:
         for command in COMMANDS:
-            for words in _split(command.text):
+            for words in split_commands(command.text):
                 starters.submit(_prefetch, words, runner)
     yield runner
     runner.pool.shutdown()
@@ -439,49 +321,9 @@ def test_commands_are_found() -> None:
 @pytest.mark.parametrize("command", COMMANDS, ids=[f"{c.where} {c.text[:60]}" for c in COMMANDS])
 def test_documented_command(command: Command, helps: Helps) -> None:
     problems = []
-    for words in _split(command.text):
+    for words in split_commands(command.text):
         try:
             problems += check(words, helps)
         except Unclassified as exc:
             problems.append(str(exc))
     assert not problems, f"{command.where}: `{command.text}`\n" + "\n".join(f"- {p}" for p in problems)
-
-
-# --- links --------------------------------------------------------------------------------------------------
-
-LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
-
-
-def _slug(heading: str) -> str:
-    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
-    text = re.sub(r"`|\*\*?|_(?=\w)|(?<=\w)_", "", heading.strip().lower())
-    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
-    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
-
-
-def _anchors(doc: Path) -> set[str]:
-    text = FENCED.sub("", doc.read_text())
-    seen: dict[str, int] = {}
-    anchors = set()
-    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.M):
-        slug = _slug(heading)
-        n = seen.get(slug, 0)
-        seen[slug] = n + 1
-        anchors.add(slug if n == 0 else f"{slug}-{n}")
-    return anchors
-
-
-@pytest.mark.parametrize("doc", DOCS, ids=[str(d.relative_to(ROOT)) for d in DOCS])
-def test_relative_links_resolve(doc: Path) -> None:
-    text = FENCED.sub("", doc.read_text())
-    broken = []
-    for target in LINK.findall(text):
-        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
-            continue
-        file, _, anchor = target.partition("#")
-        path = (doc.parent / file).resolve() if file else doc
-        if not path.exists():
-            broken.append(f"{target}: no file {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-        elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
-            broken.append(f"{target}: no heading with anchor #{anchor} in {path.relative_to(ROOT)}")
-    assert not broken, f"{doc.relative_to(ROOT)}:\n" + "\n".join(f"- {b}" for b in broken)
