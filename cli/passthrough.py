@@ -33,7 +33,7 @@ def run_job(ctx: typer.Context, module: str, argv: list[str]) -> None:
 
 
 def train(ctx: typer.Context) -> None:
-    """Train the models and publish a bundle.
+    """Train one model as a Ray Train job (`make train` trains every served one and publishes a bundle).
 
     Its options: `recsys train --help`.
     """
