@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from feast import FeatureStore
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 FEATURE_REPO = Path(__file__).resolve().parents[2] / "features"
 
@@ -61,6 +64,8 @@ def _pull(store: FeatureStore, source_name: str, keys: list[str], columns: list[
 
 def read_training_frames(repo_path: Path = FEATURE_REPO) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(interactions, users, items) as training/data/interactions.from_frames takes them."""
+    from feast import FeatureStore  # imported when used: it takes seconds, and --help should not wait
+
     store = FeatureStore(repo_path=str(repo_path))
     history = _pull(store, "interactions_source", ["user_id", "item_id"], ["rating"])
     events = _pull(store, "feedback_events_source", ["user_id", "item_id"], ["event_type", "value"])
