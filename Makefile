@@ -37,7 +37,7 @@ test: $(BUNDLE) $(STAMP_FEAST) $(STAMP_TRITON) ## Lint, type-check, check genera
 # chart tests): unit, chart and contract tests, with the same static checks as `make test`.
 FAST_TESTS := not needs_data and not needs_bundle and not e2e
 
-test-fast: $(STAMP_VENV) ## The quick loop: static checks and the tests that need no data or bundle (about a minute)
+test-fast: $(STAMP_VENV) ## The quick loop: static checks and the tests that need no data or bundle (under two minutes)
 	$(BIN)/python scripts/gen_protos.py --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
