@@ -14,12 +14,13 @@ import typer
 
 from cli.errors import fail, gateway_errors
 from cli.options import OUTPUT, GlobalOptions, shared_options
+from client import gateway as client_gateway
 
 bench = typer.Typer(help="Benchmarks (JSON output).", no_args_is_help=True)
 T = TypeVar("T")
 
 RANKING_BACKENDS = ("inprocess", "triton")
-DIVERSITY_METHODS = ("mmr", "dpp", "calibrated")
+DIVERSITY_METHODS = tuple(client_gateway.DIVERSITY_METHODS)  # the names the gateway API takes
 
 
 @bench.callback()
